@@ -1,0 +1,108 @@
+"""Stage checkpoints: `model.safetensors` + `config.json` in one folder per stage.
+
+A run directory holds up to three stage folders: tokenizer/, actions/, dynamics/.
+Every file is written atomically (temp file + os.replace), so a killed run never leaves a
+half-written checkpoint. Nothing here unpickles anything.
+"""
+import os
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from wmfast.config import load_json, save_json
+from wmfast.errors import WmfastError
+from wmfast.models.dynamics import DynamicsConfig, DynamicsModel
+from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel
+from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer
+
+# stage name -> (model class, config class)
+STAGES = {
+    "tokenizer": (VideoTokenizer, TokenizerConfig),
+    "actions": (LatentActionModel, LatentActionConfig),
+    "dynamics": (DynamicsModel, DynamicsConfig),
+}
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def stage_of(model) -> str:
+    for name, (cls, _) in STAGES.items():
+        if isinstance(model, cls):
+            return name
+    raise WmfastError(f"not a wmfast model: {type(model).__name__}")
+
+
+def save_model(model, folder, metadata: dict = None):
+    """Write model.safetensors + config.json into folder (atomically, file by file)."""
+    os.makedirs(folder, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = os.path.join(folder, WEIGHTS + ".tmp")
+    save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.replace(tmp, os.path.join(folder, WEIGHTS))
+    save_json({"kind": stage_of(model), **model.config.to_dict()}, os.path.join(folder, CONFIG))
+
+
+def load_config(folder, stage: str = None):
+    """config.json of a stage folder -> (stage name, config dataclass)."""
+    d = load_json(os.path.join(folder, CONFIG))
+    kind = d.get("kind", stage)
+    if kind not in STAGES:
+        raise WmfastError(f"{folder}/{CONFIG}: unknown model kind {kind!r} (expected one of {list(STAGES)})")
+    if stage is not None and kind != stage:
+        raise WmfastError(f"{folder}/{CONFIG}: holds a {kind} model, expected {stage}")
+    return kind, STAGES[kind][1].from_dict(d, source=f"{folder}/{CONFIG}")
+
+
+def load_state_dict_checked(model, state: dict, source: str):
+    """load_state_dict with missing / unexpected keys and shape mismatches named in one line."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        raise WmfastError(f"{source}: weights do not match the config ({'; '.join(parts)})")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise WmfastError(f"{source}: shape mismatch for {k}: checkpoint {tuple(v.shape)}, "
+                              f"config expects {tuple(own[k].shape)}")
+    model.load_state_dict(state)
+    return model
+
+
+def read_safetensors(path) -> dict:
+    if not os.path.exists(path):
+        raise WmfastError(f"missing file: {path}")
+    try:
+        return load_file(path)
+    except (SafetensorsError, OSError, ValueError) as e:
+        raise WmfastError(f"corrupt safetensors file {path}: {e}") from None
+
+
+def load_model(folder, stage: str = None, device="cpu"):
+    """A stage folder -> the model in eval mode."""
+    if not os.path.isdir(folder):
+        raise WmfastError(f"missing checkpoint folder: {folder}")
+    kind, cfg = load_config(folder, stage)
+    model = STAGES[kind][0](cfg)
+    load_state_dict_checked(model, read_safetensors(os.path.join(folder, WEIGHTS)), os.path.join(folder, WEIGHTS))
+    return model.to(device).eval()
+
+
+def save_torch_atomic(obj, path):
+    """torch.save through a temp file; only tensors and plain containers, so weights_only loads it."""
+    tmp = f"{path}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_torch_safe(path):
+    if not os.path.exists(path):
+        raise WmfastError(f"missing file: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain data
+        raise WmfastError(f"corrupt or untrusted file {path}: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,135 @@
+"""Latent action model (LAM): infers a discrete action between consecutive frames.
+
+encoder: patch embedding -> STT -> mean over patches -> concat (frame t, frame t+1)
+         -> LayerNorm(2E), Linear(2E, 4A), GELU, Linear(4A, A) -> quantizer (FSQ, 2 levels)
+decoder: frames 0..T-2 -> patch embedding (training: frames 1.. replaced by mask_token)
+         -> STT with FiLM on the action latents -> LayerNorm, Linear(E, 3 S S), Tanh
+         -> predicts frames 1..T-1
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from wmfast.config import Config
+from wmfast.errors import WmfastError
+from wmfast.nn import PatchEmbedding, STTransformer, unpatchify
+from wmfast.nn.quantizers import make_quantizer
+from wmfast.validate import check_frames, check_indices, check_tensor, FLOATS
+
+
+@dataclass
+class LatentActionConfig(Config):
+    frame_size: int = 64
+    patch_size: int = 4
+    embed_dim: int = 128
+    num_heads: int = 8
+    hidden_dim: int = 256
+    num_blocks: int = 4
+    n_actions: int = 8
+    quantizer: str = "fsq"          # "fsq": A = log2(n_actions) binary dims; "vq": n_actions codes of dim action_dim
+    action_dim: int = 0             # A; 0 means log2(n_actions)
+    variance_target: float = 0.01   # anti-collapse hinge on the encoder's batch variance
+    variance_weight: float = 100.0
+
+    def __post_init__(self):
+        if self.quantizer == "fsq" and (self.n_actions < 2 or self.n_actions & (self.n_actions - 1)):
+            raise WmfastError(f"n_actions must be a power of 2 for the FSQ action quantizer, got {self.n_actions}")
+        if self.action_dim == 0:
+            self.action_dim = max(1, int(math.log2(self.n_actions)))
+
+    @property
+    def num_patches(self) -> int:
+        return (self.frame_size // self.patch_size) ** 2
+
+
+class ActionEncoder(nn.Module):
+    def __init__(self, cfg: LatentActionConfig):
+        super().__init__()
+        E, A = cfg.embed_dim, cfg.action_dim
+        self.patch_embed = PatchEmbedding(cfg.frame_size, cfg.patch_size, E)
+        self.transformer = STTransformer(E, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks)
+        self.action_head = nn.Sequential(nn.LayerNorm(2 * E), nn.Linear(2 * E, 4 * A), nn.GELU(), nn.Linear(4 * A, A))
+
+    def forward(self, frames):
+        x = self.transformer(self.patch_embed(frames))           # [B, T, P, E]
+        pooled = x.mean(dim=2)                                   # [B, T, E]
+        pairs = torch.cat([pooled[:, :-1], pooled[:, 1:]], -1)   # [B, T-1, 2E]
+        return self.action_head(pairs)                           # [B, T-1, A] (before quantization)
+
+
+class ActionDecoder(nn.Module):
+    def __init__(self, cfg: LatentActionConfig):
+        super().__init__()
+        E, S = cfg.embed_dim, cfg.patch_size
+        self.cfg = cfg
+        self.mask_token = nn.Parameter(torch.randn(1, 1, 1, E) * 0.02)
+        self.patch_embed = PatchEmbedding(cfg.frame_size, S, E)
+        self.transformer = STTransformer(E, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks, cond_dim=cfg.action_dim)
+        self.frame_head = nn.Sequential(nn.LayerNorm(E), nn.Linear(E, 3 * S * S), nn.Tanh())
+
+    def forward(self, frames, actions, mask_future: bool):
+        # frames [B, T, 3, H, W], actions [B, T-1, A] -> predicted frames 1..T-1 [B, T-1, 3, H, W]
+        x = self.patch_embed(frames[:, :-1])                     # [B, T-1, P, E]
+        if mask_future:
+            # Training hides every frame but the first, so the actions must carry the change.
+            keep = torch.zeros(1, x.shape[1], 1, 1, dtype=torch.bool, device=x.device)
+            keep[:, 0] = True
+            x = torch.where(keep, x, self.mask_token.to(x.dtype))
+        x = self.transformer(x, actions)                         # [B, T-1, P, E]
+        x = self.frame_head(x)                                   # [B, T-1, P, 3 S S]
+        return unpatchify(x, self.cfg.patch_size, self.cfg.frame_size, self.cfg.frame_size)
+
+
+class LatentActionModel(nn.Module):
+    def __init__(self, cfg: LatentActionConfig):
+        super().__init__()
+        self.config = cfg
+        self.encoder = ActionEncoder(cfg)
+        self.decoder = ActionDecoder(cfg)
+        self.quantizer = make_quantizer(cfg.quantizer, cfg.action_dim, levels=2, codebook_size=cfg.n_actions)
+
+    @property
+    def num_actions(self) -> int:
+        return self.quantizer.codebook_size
+
+    # -- training -------------------------------------------------------------------------
+    def forward(self, frames):
+        """frames [B, T, 3, H, W] -> (predicted frames 1..T-1, loss, metrics)."""
+        z = self.encoder(frames)                                 # [B, T-1, A]
+        q, q_loss = self.quantizer(z)
+        pred = self.decoder(frames, q, mask_future=True)
+        rec_loss = F.smooth_l1_loss(pred, frames[:, 1:])
+        variance = z.reshape(-1, z.shape[-1]).var(dim=0).mean()
+        var_loss = self.config.variance_weight * F.relu(self.config.variance_target - variance)
+        metrics = {"recon_loss": rec_loss.detach(), "encoder_variance": variance.detach(),
+                   "action_indices": self.quantizer.indices(q.detach())}
+        return pred, rec_loss + var_loss + q_loss, metrics
+
+    # -- public inference API ---------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames):
+        """frames [B, T, 3, H, W] -> quantized action latents [B, T-1, A]."""
+        check_frames(frames, self.config.frame_size, min_frames=2)
+        return self.quantizer.quantize(self.encoder(frames.float()))
+
+    @torch.no_grad()
+    def indices(self, actions):
+        """action latents [B, T-1, A] -> action ids [B, T-1] int64."""
+        check_tensor(actions, "action latents", dtypes=FLOATS, last_dims=(self.config.action_dim,))
+        return self.quantizer.indices(actions)
+
+    @torch.no_grad()
+    def latents(self, action_ids):
+        """action ids [...] int -> action latents [..., A]."""
+        check_indices(action_ids, "action ids", self.num_actions)
+        return self.quantizer.latents(action_ids)
+
+    @torch.no_grad()
+    def decode(self, frames, actions):
+        """Inference-mode decoder (no masking): frames [B, T, ...] + actions [B, T-1, A] -> frames 1..T-1."""
+        check_frames(frames, self.config.frame_size, min_frames=2)
+        check_tensor(actions, "action latents", ndim=3, dtypes=FLOATS, last_dims=(frames.shape[1] - 1, self.config.action_dim))
+        return self.decoder(frames.float(), actions.float(), mask_future=False)

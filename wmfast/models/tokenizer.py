@@ -1,0 +1,107 @@
+"""Video tokenizer: frames -> discrete tokens -> frames (an FSQ, or VQ, autoencoder).
+
+encoder: patch embedding -> STT (causal in time) -> LayerNorm + Linear(E, L) -> quantizer
+decoder: Linear(L, E) + spatial PE -> STT -> 1x1 conv to pixels -> un-patchify
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from wmfast.config import Config
+from wmfast.nn import PatchEmbedding, PixelHead, STTransformer, spatial_pe
+from wmfast.nn.quantizers import make_quantizer
+from wmfast.validate import check_frames, check_indices, check_tensor, FLOATS
+
+
+@dataclass
+class TokenizerConfig(Config):
+    frame_size: int = 64
+    patch_size: int = 4
+    embed_dim: int = 128
+    num_heads: int = 8
+    hidden_dim: int = 256
+    num_blocks: int = 4
+    latent_dim: int = 5
+    num_bins: int = 4
+    quantizer: str = "fsq"          # "fsq" (tinyworlds) or "vq" (learned codebook)
+    codebook_size: int = 0          # K for "vq"; FSQ's K is num_bins ** latent_dim
+
+    @property
+    def num_patches(self) -> int:
+        return (self.frame_size // self.patch_size) ** 2
+
+    @property
+    def num_codes(self) -> int:
+        return self.codebook_size if self.quantizer == "vq" else self.num_bins ** self.latent_dim
+
+
+class TokenizerEncoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.patch_embed = PatchEmbedding(cfg.frame_size, cfg.patch_size, cfg.embed_dim)
+        self.transformer = STTransformer(cfg.embed_dim, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks)
+        self.latent_head = nn.Sequential(nn.LayerNorm(cfg.embed_dim), nn.Linear(cfg.embed_dim, cfg.latent_dim))
+
+    def forward(self, frames):
+        x = self.patch_embed(frames)              # [B, T, P, E]
+        x = self.transformer(x)                   # [B, T, P, E]
+        return self.latent_head(x)                # [B, T, P, L] (before quantization)
+
+
+class TokenizerDecoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        grid = cfg.frame_size // cfg.patch_size
+        self.latent_embed = nn.Linear(cfg.latent_dim, cfg.embed_dim)
+        self.register_buffer("pos", spatial_pe(grid, grid, cfg.embed_dim), persistent=False)  # [1, P, E]
+        self.transformer = STTransformer(cfg.embed_dim, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks)
+        self.frame_head = PixelHead(cfg.frame_size, cfg.patch_size, cfg.embed_dim)
+
+    def forward(self, latents):
+        x = self.latent_embed(latents) + self.pos  # [B, T, P, E]
+        x = self.transformer(x)
+        return self.frame_head(x)                  # [B, T, 3, H, W]
+
+
+class VideoTokenizer(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.config = cfg
+        self.encoder = TokenizerEncoder(cfg)
+        self.decoder = TokenizerDecoder(cfg)
+        self.quantizer = make_quantizer(cfg.quantizer, cfg.latent_dim, levels=cfg.num_bins,
+                                        codebook_size=cfg.codebook_size)
+
+    # -- training -------------------------------------------------------------------------
+    def forward(self, frames):
+        """frames [B, T, 3, H, W] -> (reconstruction, loss, metrics)."""
+        q, q_loss = self.quantizer(self.encoder(frames))     # [B, T, P, L]
+        recon = self.decoder(q)
+        rec_loss = F.smooth_l1_loss(recon, frames)
+        return recon, rec_loss + q_loss, {"recon_loss": rec_loss.detach()}
+
+    # -- public inference API ---------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames):
+        """frames [B, T, 3, H, W] float in [-1, 1] -> token indices [B, T, P] int64."""
+        check_frames(frames, self.config.frame_size)
+        return self.encode_indices(frames.float())
+
+    def encode_indices(self, frames):
+        """Unchecked encode (for engines that validated their inputs once)."""
+        return self.quantizer.indices(self.quantizer.quantize(self.encoder(frames)))
+
+    @torch.no_grad()
+    def latents(self, idx):
+        """token indices [B, T, P] -> latents [B, T, P, L]."""
+        check_indices(idx, "token indices", self.config.num_codes)
+        return self.quantizer.latents(idx)
+
+    @torch.no_grad()
+    def decode(self, latents):
+        """latents [B, T, P, L] -> frames [B, T, 3, H, W]."""
+        check_tensor(latents, "latents", ndim=4, dtypes=FLOATS,
+                     last_dims=(self.config.num_patches, self.config.latent_dim))
+        return self.decoder(latents.float())

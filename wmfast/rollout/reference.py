@@ -1,0 +1,47 @@
+"""The reference rollout: the plain, slow loop every fast path is tested against.
+
+One step (tinyworlds' inference, batched): the last C frames in pixels are tokenized; the
+latent action model gives the C-1 context actions; the chosen action's latent is appended;
+MaskGIT generates frame C+1; all C+1 latents are decoded and the last decoded frame is the
+new frame, which joins the pixel context.
+"""
+import torch
+
+from wmfast.errors import WmfastError
+from wmfast.validate import check_frames, check_indices
+
+
+@torch.no_grad()
+def reference_step(model, context, action_latent, steps: int = 8, temperature: float = 0.0,
+                   schedule_k: float = 5.0, generator=None):
+    """context [B, C, 3, H, W] in [-1, 1], action_latent [B, A] -> next frame [B, 3, H, W]."""
+    tok, lam, dyn = model.tokenizer, model.lam, model.dynamics
+    lat = tok.latents(tok.encode(context))                                 # [B, C, P, L]
+    actions = torch.cat([lam.encode(context), action_latent[:, None]], 1) if context.shape[1] > 1 \
+        else action_latent[:, None]                                        # [B, C, A]
+    out = dyn.generate(lat, actions, horizon=1, steps=steps, temperature=temperature,
+                       schedule_k=schedule_k, latents_fn=tok.quantizer.latents, generator=generator)
+    return tok.decode(out)[:, -1]                                          # [B, 3, H, W]
+
+
+@torch.no_grad()
+def reference_rollout(model, context, action_ids, steps: int = 8, temperature: float = 0.0,
+                      schedule_k: float = 5.0, context_length: int = None, seed: int = None):
+    """context [B, T0, 3, H, W], action_ids [B, N] int -> generated frames [B, N, 3, H, W]."""
+    model.require("tokenizer", "actions", "dynamics")
+    check_frames(context, model.frame_size, name="context")
+    check_indices(action_ids, "action ids", model.lam.num_actions, ndim=2)
+    if action_ids.shape[0] != context.shape[0]:
+        raise WmfastError(f"action ids have batch {action_ids.shape[0]} but context has batch {context.shape[0]}")
+    C = context_length or model.dynamics.config.context_length
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=context.device).manual_seed(seed)
+    window = context[:, -C:].float()
+    latents = model.lam.latents(action_ids.to(context.device))            # [B, N, A]
+    frames = []
+    for i in range(action_ids.shape[1]):
+        nxt = reference_step(model, window, latents[:, i], steps, temperature, schedule_k, generator)
+        frames.append(nxt)
+        window = torch.cat([window, nxt[:, None]], 1)[:, -C:]
+    return torch.stack(frames, 1)
