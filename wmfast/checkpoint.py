@@ -7,7 +7,7 @@ half-written checkpoint. Nothing here unpickles anything.
 import os
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from wmfast.config import load_json, save_json
@@ -78,7 +78,7 @@ def read_safetensors(path) -> dict:
         raise WmfastError(f"missing file: {path}")
     try:
         return load_file(path)
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise WmfastError(f"corrupt safetensors file {path}: {e}") from None
 
 

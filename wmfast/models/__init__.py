@@ -53,9 +53,13 @@ def check_compatible(tokenizer, lam, dynamics):
 
 
 def load(path, device="cpu") -> WorldModel:
-    """Load a wmfast run directory (tokenizer/, actions/, dynamics/ stage folders)."""
+    """Load a wmfast run directory (tokenizer/, actions/, dynamics/ stage folders), or a
+    tinyworlds run, imported in memory (latest step per stage; see wmfast.compat.tinyworlds)."""
     from wmfast.checkpoint import STAGES, load_model
+    from wmfast.compat.tinyworlds import is_tinyworlds_path, load_tinyworlds
 
+    if is_tinyworlds_path(path):
+        return load_tinyworlds(path, device=device)
     if not os.path.isdir(path):
         raise WmfastError(f"no such run directory: {path}")
     found = {s: load_model(os.path.join(path, s), s, device)

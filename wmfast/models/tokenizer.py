@@ -80,7 +80,7 @@ class VideoTokenizer(nn.Module):
         q, q_loss = self.quantizer(self.encoder(frames))     # [B, T, P, L]
         recon = self.decoder(q)
         rec_loss = F.smooth_l1_loss(recon, frames)
-        return recon, rec_loss + q_loss, {"recon_loss": rec_loss.detach()}
+        return recon, rec_loss + q_loss, {"recon_loss": rec_loss.detach(), "indices": self.quantizer.indices(q.detach())}
 
     # -- public inference API ---------------------------------------------------------------
     @torch.no_grad()

@@ -7,12 +7,14 @@ least significant, so the implicit codebook has K = levels ** dim entries.
 import torch
 import torch.nn as nn
 
+from wmfast.errors import WmfastError
+
 
 class FSQ(nn.Module):
     def __init__(self, dim: int, levels: int, persistent: bool = True):
         super().__init__()
         if levels < 2:
-            raise ValueError(f"FSQ needs at least 2 levels, got {levels}")
+            raise WmfastError(f"FSQ needs at least 2 levels, got {levels}")
         self.dim, self.levels = dim, levels
         # tinyworlds stores the basis in the tokenizer's and LAM's state dicts, not the dynamics'.
         self.register_buffer("basis", levels ** torch.arange(dim, dtype=torch.long), persistent=persistent)  # [dim]

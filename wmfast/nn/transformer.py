@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wmfast.errors import WmfastError
 from wmfast.nn.pe import temporal_pe
 
 
@@ -58,7 +59,7 @@ def prepend_identity_step(film, num_frames: int):
     if film.shape[1] == num_frames:
         return film
     if film.shape[1] != num_frames - 1:
-        raise ValueError(f"conditioning has {film.shape[1]} steps for {num_frames} frames "
+        raise WmfastError(f"conditioning has {film.shape[1]} steps for {num_frames} frames "
                          f"(expected {num_frames - 1} or {num_frames})")
     return torch.cat([film.new_zeros(film.shape[0], 1, film.shape[2]), film], dim=1)
 
@@ -73,7 +74,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, axis: str, cond_dim=None):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+            raise WmfastError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.axis = num_heads, axis
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
@@ -99,6 +100,44 @@ class Attention(nn.Module):
         else:
             o = o.reshape(B, P, T, E).transpose(1, 2)
         return self.norm(x + o, cond)
+
+    # -- cached inference (rollout engines) ----------------------------------------------------
+    def split_heads(self, proj, seq):
+        """[N, L, E] through one of q_proj / k_proj / v_proj -> [N, H, L, Dh]."""
+        N, L, E = seq.shape
+        return proj(seq).reshape(N, L, self.num_heads, E // self.num_heads).transpose(1, 2)
+
+    def forward_cached(self, x, cond=None, past=None, past_valid=None):
+        """Temporal attention of new frames x [B, Tn, P, E] over cached keys/values of earlier frames.
+
+        past: (k, v) [B*P, H, Tc, Dh] of the earlier frames at this layer, or None for no earlier
+        frames (then this is forward() on x); past_valid: [Tc] bool marking the cache slots that hold
+        a frame (None: all). Returns (out [B, Tn, P, E], (k, v) [B*P, H, Tn, Dh] of the new frames).
+        Exact because the temporal mask is causal: earlier frames never attend to later ones, and
+        softmax attention does not depend on the order of the keys, so a cache may be a ring."""
+        B, Tn, P, E = x.shape
+        seq = x.transpose(1, 2).reshape(B * P, Tn, E)                          # [B*P, Tn, E]
+        q, k, v = (self.split_heads(proj, seq) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        if past is None:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            keys, values = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)   # [B*P, H, Tc+Tn, Dh]
+            mask = None
+            if Tn > 1 or past_valid is not None:
+                mask = past_and_causal_mask(past[0].shape[2], Tn, past_valid, x.device)   # [Tn, Tc+Tn]
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        o = self.out_proj(o.transpose(1, 2).reshape(B * P, Tn, E))             # [B*P, Tn, E]
+        o = o.reshape(B, P, Tn, E).transpose(1, 2)                             # [B, Tn, P, E]
+        return self.norm(x + o, cond), (k, v)
+
+
+def past_and_causal_mask(num_past: int, num_new: int, past_valid, device):
+    """Boolean [Tn, Tc+Tn]: new frame i sees every valid cached frame and new frames 0..i."""
+    past = torch.ones(num_new, num_past, dtype=torch.bool, device=device)
+    if past_valid is not None:
+        past = past & past_valid[None, :]
+    new = torch.ones(num_new, num_new, dtype=torch.bool, device=device).tril()
+    return torch.cat([past, new], dim=1)
 
 
 class SwiGLU(nn.Module):
@@ -126,6 +165,12 @@ class STBlock(nn.Module):
         x = self.temporal_attn(x, cond)
         return self.ffn(x, cond)
 
+    def forward_cached(self, x, cond=None, past=None, past_valid=None):
+        """New frames x [B, Tn, P, E] against cached temporal K/V -> (x, (k, v) of the new frames)."""
+        x = self.spatial_attn(x, cond)
+        x, kv = self.temporal_attn.forward_cached(x, cond, past, past_valid)
+        return self.ffn(x, cond), kv
+
 
 class STTransformer(nn.Module):
     def __init__(self, dim: int, num_heads: int, hidden_dim: int, num_blocks: int, cond_dim=None):
@@ -140,3 +185,17 @@ class STTransformer(nn.Module):
         for block in self.blocks:
             x = block(x, cond)
         return x
+
+    def forward_cached(self, x, pe, cond=None, past=None, past_valid=None):
+        """Run only new frames, attending to cached keys/values of earlier frames in time.
+
+        x [B, Tn, P, E]; pe [Tn, E]: the new frames' rows of temporal_pe (positions are absolute);
+        cond: FiLM conditioning for the new frames ([B, Tn, C], or [B, Tn-1, C] when they start at
+        frame 0); past: one (k, v) [B*P, H, Tc, Dh] per block, or None; past_valid [Tc] bool or None.
+        Returns (x [B, Tn, P, E], one (k, v) [B*P, H, Tn, Dh] per block for the new frames)."""
+        x = x + pe.to(x)[None, :, None, :]
+        kvs = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block.forward_cached(x, cond, None if past is None else past[i], past_valid)
+            kvs.append(kv)
+        return x, kvs

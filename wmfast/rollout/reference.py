@@ -14,14 +14,18 @@ from wmfast.validate import check_frames, check_indices
 @torch.no_grad()
 def reference_step(model, context, action_latent, steps: int = 8, temperature: float = 0.0,
                    schedule_k: float = 5.0, generator=None):
-    """context [B, C, 3, H, W] in [-1, 1], action_latent [B, A] -> next frame [B, 3, H, W]."""
+    """context [B, C, 3, H, W], action_latent [B, A] -> next frame [B, 3, H, W].
+
+    Inputs are not validated here: generated frames may stray slightly outside [-1, 1] and
+    join the context as they are (as in tinyworlds); reference_rollout checks the user's input."""
     tok, lam, dyn = model.tokenizer, model.lam, model.dynamics
-    lat = tok.latents(tok.encode(context))                                 # [B, C, P, L]
-    actions = torch.cat([lam.encode(context), action_latent[:, None]], 1) if context.shape[1] > 1 \
-        else action_latent[:, None]                                        # [B, C, A]
+    lat = tok.quantizer.latents(tok.encode_indices(context))               # [B, C, P, L]
+    actions = action_latent[:, None]                                       # [B, 1, A]
+    if context.shape[1] > 1:
+        actions = torch.cat([lam.quantizer.quantize(lam.encoder(context)), actions], 1)   # [B, C, A]
     out = dyn.generate(lat, actions, horizon=1, steps=steps, temperature=temperature,
                        schedule_k=schedule_k, latents_fn=tok.quantizer.latents, generator=generator)
-    return tok.decode(out)[:, -1]                                          # [B, 3, H, W]
+    return tok.decoder(out)[:, -1]                                         # [B, 3, H, W]
 
 
 @torch.no_grad()

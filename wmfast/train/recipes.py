@@ -1,0 +1,36 @@
+"""The recorded recipe that trains the demo's world model, and where the shipped one lives.
+
+`wmfast demo --train` runs exactly this; the model under wmfast/assets/pretrained/ was made
+by `wmfast demo --train --out <dir>` and copied there (see its recipe.json)."""
+import os
+from dataclasses import replace
+
+from wmfast.train.trainer import TrainConfig
+
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "pretrained")
+
+# stage -> (TrainConfig overrides, model config overrides)
+DEMO_RECIPE = {
+    "tokenizer": (dict(steps=1200, batch_size=16, lr=2e-3, warmup_steps=100), {}),
+    "actions": (dict(steps=1000, batch_size=16, lr=1e-3, warmup_steps=100), {}),
+    "dynamics": (dict(steps=1500, batch_size=16, lr=1e-3, warmup_steps=100), {}),
+}
+DEMO_BASE = TrainConfig(preset="small", clip_len=4, seed=0, log_every=25, save_every=250)
+
+
+def demo_recipe(scale: float = 1.0):
+    """stage -> (TrainConfig, model overrides); scale multiplies the step counts."""
+    out = {}
+    for stage, (train_over, model_over) in DEMO_RECIPE.items():
+        cfg = replace(DEMO_BASE, **train_over)
+        out[stage] = (replace(cfg, steps=max(1, int(round(cfg.steps * scale))),
+                              warmup_steps=max(1, int(round(cfg.warmup_steps * min(1.0, scale))))), model_over)
+    return out
+
+
+def pretrained_run(name: str = None):
+    """Path of a shipped pretrained run (default: the one for the default embedded game), or None."""
+    from wmfast.data import DEFAULT_GAME
+
+    path = os.path.join(PRETRAINED_DIR, name or DEFAULT_GAME)
+    return path if os.path.isfile(os.path.join(path, "dynamics", "model.safetensors")) else None
