@@ -1,0 +1,183 @@
+"""Atari episodes with the true action per step, through the Arcade Learning Environment (ale-py).
+
+The ROMs ship inside the ale-py wheel, so nothing is downloaded. One step = one policy action
+repeated for `frameskip` emulator frames; the frame stored at t is the screen before step t and
+the action stored at t is the one that leads to the frame at t+1 (-1 on each episode's last frame).
+
+Emulator sticky actions (`sticky`, ALE's repeat_action_probability) default to 0 so that the
+stored action is the action executed; variety comes from the policy instead, which repeats its
+previous choice with probability `repeat` (runs of one action, like a player holding a button).
+"""
+import difflib
+import re
+
+import numpy as np
+from tqdm import tqdm
+
+from wmfast.data.frames import check_size, resize_uint8
+from wmfast.errors import WmfastError
+
+ATARI_VERSION = 1  # bump when recording changes: part of the dataset cache key
+NATIVE_SIZE = (210, 160)
+POLICIES = ("random", "tracker")
+
+
+def _ale():
+    try:
+        import ale_py
+    except ImportError:
+        raise WmfastError("Atari data needs ale-py: pip install 'wmfast[atari]'") from None
+    return ale_py
+
+
+def rom_ids() -> list:
+    return sorted(_ale().roms.get_all_rom_ids())
+
+
+def rom_id(game: str) -> str:
+    """'Pong', 'pong', 'ALE/Pong-v5', 'SpaceInvaders' -> the ALE ROM id ('pong', 'space_invaders')."""
+    name = re.sub(r"^ALE/|-v\d+$", "", str(game).strip())
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower().replace("-", "_")
+    ids = rom_ids()
+    if name in ids:
+        return name
+    if name.replace("_", "") in {i.replace("_", "") for i in ids}:
+        return next(i for i in ids if i.replace("_", "") == name.replace("_", ""))
+    close = difflib.get_close_matches(name, ids, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; {len(ids)} games, e.g. {', '.join(ids[:5])}"
+    raise WmfastError(f"unknown Atari game {game!r}{hint}")
+
+
+def default_policy(rom: str) -> str:
+    return "tracker" if rom == "pong" else "random"
+
+
+def make_ale(rom: str, seed: int = 0, sticky: float = 0.0):
+    """A fresh ALEInterface running `rom`, seeded (the seed drives ALE's sticky-action draws)."""
+    ale_py = _ale()
+    if not 0.0 <= sticky < 1.0:
+        raise WmfastError(f"sticky (repeat_action_probability) must be in [0, 1), got {sticky}")
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    ale = ale_py.ALEInterface()
+    ale.setInt("random_seed", int(seed) % (2 ** 31))
+    ale.setFloat("repeat_action_probability", float(sticky))
+    ale.setInt("frame_skip", 1)  # frame skipping is ours, so a step is exactly `frameskip` act() calls
+    ale.loadROM(ale_py.roms.get_rom_path(rom))
+    return ale
+
+
+def ale_step(ale, action, frameskip: int) -> float:
+    """Repeat an ALE action for `frameskip` frames (stopping at game over) -> summed reward."""
+    reward = 0.0
+    for _ in range(frameskip):
+        reward += ale.act(action)
+        if ale.game_over():
+            break
+    return reward
+
+
+class RandomPolicy:
+    """Uniform random actions that repeat the previous choice with probability `repeat`."""
+
+    def __init__(self, n_actions: int, rng, repeat: float = 0.5):
+        self.n, self.rng, self.repeat, self.prev = n_actions, rng, repeat, 0
+
+    def __call__(self, screen: np.ndarray) -> int:
+        if self.rng.random() >= self.repeat:
+            self.prev = int(self.rng.integers(self.n))
+        return self.prev
+
+
+class PongTracker(RandomPolicy):
+    """Pong: move the right (green) paddle toward the ball with noise; random presses 25% of the time.
+
+    Reads the screen: the ball is the white pixel block inside the playfield, the player's paddle
+    the green pixels in its column. In ALE's Pong, RIGHT moves the paddle up and LEFT down.
+    """
+
+    PLAYFIELD = slice(34, 194)
+    BALL, PADDLE, PADDLE_COLS = (236, 236, 236), (92, 186, 92), slice(140, 144)
+    NOOP, UP, DOWN = 0, 2, 3  # indices into Pong's minimal action set
+
+    def __call__(self, screen: np.ndarray) -> int:
+        if self.rng.random() < 0.25:
+            return super().__call__(screen)
+        field = screen[self.PLAYFIELD]
+        # One channel tells each object apart inside the playfield (the walls and scores lie outside).
+        ball_rows = np.nonzero((field[..., 0] == self.BALL[0]).any(-1))[0]
+        paddle_rows = np.nonzero((field[:, self.PADDLE_COLS, 1] == self.PADDLE[1]).any(-1))[0]
+        if len(ball_rows) == 0 or len(paddle_rows) == 0:  # between points
+            return super().__call__(screen)
+        gap = ball_rows.mean() - paddle_rows.mean() + self.rng.normal(0, 6)
+        self.prev = self.NOOP if abs(gap) < 4 else (self.UP if gap < 0 else self.DOWN)
+        return self.prev
+
+
+def make_policy(kind: str, rom: str, n_actions: int, rng, repeat: float = 0.5):
+    if kind not in POLICIES:
+        raise WmfastError(f"unknown policy {kind!r}; choose from {', '.join(POLICIES)}")
+    if kind == "tracker":
+        if rom != "pong":
+            raise WmfastError(f"the tracker policy plays Pong only (game {rom!r}); use --policy random")
+        return PongTracker(n_actions, rng, repeat)
+    return RandomPolicy(n_actions, rng, repeat)
+
+
+def record_episode(ale, policy, frameskip: int, max_steps: int):
+    """Play one episode from reset -> native frames [n+1, 210, 160, 3], actions [n+1], rewards [n+1]."""
+    actions_set = ale.getMinimalActionSet()
+    ale.reset_game()
+    frames, actions, rewards = [ale.getScreenRGB()], [], []
+    while len(actions) < max_steps and not ale.game_over():
+        a = policy(frames[-1])
+        rewards.append(ale_step(ale, actions_set[a], frameskip))
+        actions.append(a)
+        frames.append(ale.getScreenRGB())
+    return (np.stack(frames), np.array(actions + [-1], np.int64), np.array(rewards + [0.0], np.float32))
+
+
+def generate_atari_dataset(game: str, episodes: int, size: int = 64, frameskip: int = 4, policy: str = None,
+                           seed: int = 0, max_steps: int = 500, sticky: float = 0.0, repeat: float = 0.5,
+                           out=None, progress: bool = True) -> str:
+    """Record `episodes` ALE episodes of at most `max_steps` steps and write a wmfast dataset.
+
+    size: square frame size (area-resized), or 0 to keep the native 210x160 screen.
+    policy: 'tracker' (Pong only; the default for Pong) or 'random' (the default elsewhere).
+    Deterministic for a seed. Returns the path written.
+    """
+    from wmfast.data.dataset import write_dataset
+
+    rom = rom_id(game)
+    size = check_size(size, allow_native=True)
+    if isinstance(frameskip, bool) or not isinstance(frameskip, int) or not 1 <= frameskip <= 64:
+        raise WmfastError(f"frameskip must be an integer in [1, 64], got {frameskip!r}")
+    if episodes < 1 or max_steps < 1:
+        raise WmfastError(f"need episodes >= 1 and max_steps >= 1, got {episodes} and {max_steps}")
+    if not 0.0 <= repeat < 1.0:
+        raise WmfastError(f"policy repeat probability must be in [0, 1), got {repeat}")
+    if out is None:
+        raise WmfastError("generate_atari_dataset needs an output path (out=...)")
+    policy = policy or default_policy(rom)
+    ale = make_ale(rom, seed, sticky)
+    action_names = [a.name for a in ale.getMinimalActionSet()]
+    make_policy(policy, rom, len(action_names), None)  # check the policy name before playing
+    frames, actions, rewards, lengths = [], [], [], []
+    bar = tqdm(total=episodes * max_steps, desc=f"atari:{rom}", unit="step", disable=not progress)
+    for e in range(episodes):
+        rng = np.random.default_rng([seed, e])
+        f, a, r = record_episode(ale, make_policy(policy, rom, len(action_names), rng, repeat), frameskip, max_steps)
+        frames.append(resize_uint8(f, size) if size else f)
+        actions.append(a)
+        rewards.append(r)
+        lengths.append(len(f))
+        bar.total -= max_steps - (len(f) - 1)  # episodes that end early shrink the ETA
+        bar.update(len(f) - 1)
+    bar.close()
+    ends = np.cumsum(lengths)
+    meta = {"source": "atari", "game": rom, "seed": seed, "size": size or list(NATIVE_SIZE),
+            "native_size": list(NATIVE_SIZE), "frameskip": frameskip, "sticky": sticky, "policy": policy,
+            "policy_repeat": repeat, "max_steps": max_steps, "episodes": episodes,
+            "ale_py": _ale().__version__, "atari_version": ATARI_VERSION}
+    return write_dataset(out, np.concatenate(frames), np.concatenate(actions),
+                         [(int(e - n), int(e)) for e, n in zip(ends, lengths)], len(action_names), action_names,
+                         meta, np.concatenate(rewards))

@@ -1,0 +1,96 @@
+"""Clips of T frames for training and evaluation; a clip never crosses an episode boundary."""
+import numpy as np
+import torch
+
+from wmfast.data.frames import check_size, to_model_frames
+from wmfast.errors import WmfastError
+
+
+class ClipSampler:
+    """Random (or addressed) clips from a Dataset as model inputs.
+
+    A clip takes `clip_len` frames `stride` apart (tinyworlds uses stride = 60 // fps), so it spans
+    (clip_len - 1) * stride + 1 stored frames inside one episode.
+
+    Returns frames float32 [B, T, 3, S, S] in [-1, 1] (area-resized when S differs from the stored
+    size) and actions int64 [B, T-1]: actions[:, t] leads from clip frame t to t+1. With stride > 1
+    it is the stored action when the same action was taken on every skipped step, else -1 (unknown).
+
+    `rng` (a numpy Generator) is the only sampling state: save `rng.bit_generator.state` to resume.
+    """
+
+    def __init__(self, ds, clip_len: int, stride: int = 1, frame_size: int = 64, episodes=None, seed: int = 0):
+        if clip_len < 1 or stride < 1:
+            raise WmfastError(f"clip_len and stride must be >= 1, got {clip_len} and {stride}")
+        if frame_size is None:
+            if ds.frame_size is None:
+                raise WmfastError(f"{ds.source}: frames are {ds.height}x{ds.width}, not square; pass a frame_size")
+            frame_size = ds.frame_size
+        self.ds, self.clip_len, self.stride = ds, int(clip_len), int(stride)
+        self.frame_size = check_size(frame_size, "frame_size")
+        self.span = (self.clip_len - 1) * self.stride + 1  # stored frames covered by one clip
+        ids = list(range(ds.n_episodes)) if episodes is None else [int(e) for e in episodes]
+        bad = [e for e in ids if not 0 <= e < ds.n_episodes]
+        if bad:
+            raise WmfastError(f"episode ids {bad[:5]} out of range [0, {ds.n_episodes})")
+        # Episodes long enough for one clip, and how many clip starts each offers.
+        lengths = np.array([ds.episodes[e][1] - ds.episodes[e][0] for e in ids], np.int64)
+        keep = lengths >= self.span
+        if not keep.any():
+            longest = int(lengths.max()) if len(lengths) else 0
+            raise WmfastError(f"{ds.source}: no episode holds a clip of {self.clip_len} frames at stride "
+                              f"{self.stride} ({self.span} frames needed, longest episode has {longest})")
+        self.episode_ids = np.array(ids, np.int64)[keep]
+        self.starts = np.array([ds.episodes[e][0] for e in self.episode_ids], np.int64)
+        self.cum = np.cumsum(lengths[keep] - self.span + 1)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        """Number of distinct clips (clip starts) the sampler draws from."""
+        return int(self.cum[-1])
+
+    def sample(self, batch_size: int):
+        """batch_size clips drawn uniformly over all clip starts -> (frames, actions)."""
+        if batch_size < 1:
+            raise WmfastError(f"batch_size must be >= 1, got {batch_size}")
+        k = self.rng.integers(len(self), size=batch_size)
+        ep = np.searchsorted(self.cum, k, side="right")
+        offset = k - np.concatenate([[0], self.cum[:-1]])[ep]
+        return self.clips_at(self.starts[ep] + offset)
+
+    def episode_clip(self, episode_id: int, start: int, length: int = None):
+        """The clip of `length` frames (default clip_len) starting `start` frames into an episode
+        -> frames [1, length, 3, S, S], actions [1, length - 1]. Deterministic, for evaluation."""
+        length = self.clip_len if length is None else int(length)
+        if not 0 <= episode_id < self.ds.n_episodes:
+            raise WmfastError(f"episode {episode_id} out of range [0, {self.ds.n_episodes})")
+        s, e = self.ds.episodes[episode_id]
+        span = (length - 1) * self.stride + 1
+        if length < 1 or start < 0 or s + start + span > e:
+            raise WmfastError(f"episode {episode_id} has {e - s} frames: no clip of {length} frames at stride "
+                              f"{self.stride} starts at {start}")
+        return self.clips_at(np.array([s + start]), length)
+
+    def clips_at(self, starts: np.ndarray, length: int = None):
+        """Clips starting at absolute frame indices `starts` [B] -> (frames, actions)."""
+        length = self.clip_len if length is None else length
+        idx = starts[:, None] + self.stride * np.arange(length)[None, :]  # [B, T] stored frame indices
+        frames = to_model_frames(self._read_frames(idx), self.frame_size)  # [B, T, 3, S, S]
+        return frames, torch.from_numpy(self._actions(idx))
+
+    def _read_frames(self, idx: np.ndarray) -> np.ndarray:
+        frames = self.ds.frames
+        if isinstance(frames, np.ndarray):
+            return frames[idx]
+        # h5py reads one slice per clip (fancy indexing across a batch is slow there).
+        return np.stack([frames[int(r[0]):int(r[-1]) + 1:self.stride] for r in idx])
+
+    def _actions(self, idx: np.ndarray) -> np.ndarray:
+        b, t = idx.shape
+        if self.ds.actions is None or t < 2:
+            return np.full((b, max(t - 1, 0)), -1, np.int64)
+        # Every stored action between consecutive clip frames: [B, T-1, stride].
+        window = idx[:, :-1, None] + np.arange(self.stride)[None, None, :]
+        acts = self.ds.actions[window]
+        same = (acts == acts[..., :1]).all(-1)
+        return np.where(same, acts[..., 0], -1).astype(np.int64)
