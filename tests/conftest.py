@@ -8,6 +8,11 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 FIXTURE = SHARED / "fixtures" / "tinyworlds-small"
 
 
+# The suite's models are tiny: one intra-op thread is faster than two and avoids OpenMP
+# spin-waits when the machine is busy. Tests of threaded kernels set their own count.
+torch.set_num_threads(int(os.environ.get("WMFAST_TEST_THREADS", "1")))
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_cpu():
     torch.manual_seed(0)
