@@ -1,0 +1,223 @@
+"""wmfast.World against the reference rollout (random-init models of a few shapes, CPU)."""
+import pytest
+import torch
+
+from wmfast import World, WmfastError
+from wmfast.nn.pe import temporal_pe
+from wmfast.rollout.backends import EagerBackend
+from wmfast.rollout.cache import FrameKVCache
+from wmfast.rollout.reference import reference_rollout
+from wmfast.rollout.shapes import random_world_model
+
+# (model sizes, MaskGIT steps): non-default frame and patch sizes, 1-3 blocks, other contexts.
+SHAPES = [
+    (dict(frame_size=32, patch_size=4, embed_dim=32, num_heads=4, hidden_dim=64, num_blocks=2,
+          latent_dim=3, num_bins=4, n_actions=8, context_length=3), 6),
+    (dict(frame_size=24, patch_size=6, embed_dim=48, num_heads=4, hidden_dim=64, num_blocks=3,
+          latent_dim=2, num_bins=5, n_actions=4, context_length=2), 4),
+    (dict(frame_size=16, patch_size=2, embed_dim=24, num_heads=2, hidden_dim=48, num_blocks=1,
+          latent_dim=4, num_bins=3, n_actions=2, context_length=4), 10),
+]
+SMALL = SHAPES[0][0]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one thread is faster, and immune to OpenMP stalls on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def frames_for(model, batch, count, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    S = model.frame_size
+    return torch.rand(batch, count, 3, S, S, generator=g) * 2 - 1
+
+
+def ids_for(model, batch, count, seed=0):
+    g = torch.Generator().manual_seed(seed + 100)
+    return torch.randint(0, model.lam.num_actions, (batch, count), generator=g)
+
+
+@pytest.mark.parametrize("shape", range(len(SHAPES)))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compat_equals_reference_frame_for_frame(shape, seed):
+    sizes, steps = SHAPES[shape]
+    model = random_world_model(**sizes, seed=seed)
+    C = sizes["context_length"]
+    for t0 in sorted({1, C, C + 2}):                       # window filling up, full, and longer than C
+        context, ids = frames_for(model, 2, t0, seed), ids_for(model, 2, 5, seed)
+        want = reference_rollout(model, context, ids, steps=steps)                 # [B, N, 3, H, W]
+        world = World(model, device="cpu", mode="compat", steps=steps).reset(context)
+        for i in range(ids.shape[1]):
+            assert torch.equal(world.step(ids[:, i]), want[:, i]), f"frame {i} differs (t0={t0})"
+
+
+class ProtocolOnly:
+    """A backend with only the six protocol methods (like the ONNX backend): no cached entry points."""
+
+    def __init__(self, model):
+        self.inner = EagerBackend(model)
+
+    def __getattr__(self, name):
+        if name in ("encode", "latents", "lam_encode", "action_latents", "dynamics_logits", "decode"):
+            return getattr(self.inner, name)
+        raise AttributeError(name)
+
+
+def test_protocol_only_backend_runs_the_uncached_loop_with_the_same_frames():
+    model = random_world_model(**SMALL)
+    context, ids = frames_for(model, 2, 3), ids_for(model, 2, 3)
+    want = reference_rollout(model, context, ids, steps=5)
+    world = World(model, device="cpu", backend=ProtocolOnly(model), steps=5)
+    assert not world.cached
+    assert torch.equal(world.reset(context).rollout(ids), want)
+    with pytest.raises(WmfastError, match="stream=True"):
+        World(model, device="cpu", backend=ProtocolOnly(model), mode="fast", stream=True)
+
+
+def test_cached_logits_equal_uncached_logits():
+    model = random_world_model(**SMALL)
+    be, dyn = EagerBackend(model), model.dynamics
+    B, T, P, L = 2, 4, dyn.config.num_patches, dyn.config.latent_dim
+    lat = model.tokenizer.quantizer.latents(torch.randint(0, dyn.config.codebook_size, (B, T, P)))
+    act = torch.randn(B, T - 1, dyn.config.conditioning_dim)
+    pe = temporal_pe(T, dyn.config.embed_dim)
+    with torch.no_grad():
+        full = be.dynamics_logits(lat, act)                                        # [B, T, P, K]
+        past = be.dynamics_prefill(lat[:, :-1], act[:, :-1], pe[:-1])
+        last, kv = be.dynamics_extend(lat[:, -1:], act[:, -1:], past, pe[-1:])
+        torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=1e-5)
+        # two new frames at once (causal among themselves) and the prefill's own outputs
+        two, _ = be.dynamics_extend(lat[:, -2:], act[:, -2:], [(k[:, :, :-1], v[:, :, :-1]) for k, v in past],
+                                    pe[-2:])
+        torch.testing.assert_close(two, full[:, -2:], atol=1e-5, rtol=1e-5)
+        frames = be.decode(lat)
+        dec_past = be.decoder_prefill(lat[:, :-1], temporal_pe(T, model.tokenizer.config.embed_dim)[:-1])
+        new, _ = be.decoder_extend(lat[:, -1:], dec_past, temporal_pe(T, model.tokenizer.config.embed_dim)[-1:])
+        torch.testing.assert_close(new[:, 0], frames[:, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_ring_cache_is_attention_over_the_last_frames_in_any_order():
+    model = random_world_model(**SMALL)
+    be, dyn = EagerBackend(model), model.dynamics
+    B, P, C = 2, dyn.config.num_patches, 3
+    lat = model.tokenizer.quantizer.latents(torch.randint(0, dyn.config.codebook_size, (B, 6, P)))
+    act = torch.randn(B, 6, dyn.config.conditioning_dim)
+    pe = temporal_pe(C + 1, dyn.config.embed_dim)
+    with torch.no_grad():
+        kvs = [be.dynamics_extend(lat[:, i:i + 1], act[:, i:i + 1], None, pe[:1], head=False)[1] for i in range(5)]
+        ring = FrameKVCache(kvs[0], C)
+        for kv in kvs[1:]:
+            ring.write(kv)                                                         # 5 frames into 3 slots
+        assert ring.frames == C and bool(ring.valid.all())
+        in_order = [(torch.cat([kvs[i][b][0] for i in (2, 3, 4)], 2), torch.cat([kvs[i][b][1] for i in (2, 3, 4)], 2))
+                    for b in range(len(kvs[0]))]
+        got, _ = be.dynamics_extend(lat[:, 5:], act[:, 5:], ring.past(), pe[C:], ring.valid)
+        want, _ = be.dynamics_extend(lat[:, 5:], act[:, 5:], in_order, pe[C:])
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        half = FrameKVCache(kvs[0], C)                                             # 1 of 3 slots valid
+        got, _ = be.dynamics_extend(lat[:, 5:], act[:, 5:], half.past(), pe[1:2], half.valid)
+        want, _ = be.dynamics_extend(lat[:, 5:], act[:, 5:], kvs[0], pe[1:2])
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_mode_equals_compat_until_its_approximations_apply():
+    model = random_world_model(**SMALL)
+    C = SMALL["context_length"]
+    context, ids = frames_for(model, 2, 1), ids_for(model, 2, C)
+    compat = World(model, device="cpu", steps=4).reset(context)
+    token_ctx = World(model, device="cpu", mode="fast", steps=4, stream=False).reset(context)
+    streamed = World(model, device="cpu", mode="fast", steps=4).reset(context)
+    assert streamed.stream and not token_ctx.stream
+    first = compat.step(ids[:, 0])
+    torch.testing.assert_close(token_ctx.step(ids[:, 0]), first, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(streamed.step(ids[:, 0]), first, atol=1e-5, rtol=1e-5)
+    # The streaming caches are exact while the window fills (no frame has changed position yet).
+    for i in range(1, C):
+        torch.testing.assert_close(streamed.step(ids[:, i]), token_ctx.step(ids[:, i]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["compat", "fast"])
+def test_seeded_sampled_rollout_is_reproducible(mode):
+    model = random_world_model(**SMALL)
+    context, ids = frames_for(model, 2, 3), ids_for(model, 2, 3)
+    world = World(model, device="cpu", mode=mode, steps=4, temperature=1.0, seed=7)
+    a = world.reset(context).rollout(ids)
+    b = world.reset(context).rollout(ids)
+    assert torch.equal(a, b)
+    c = World(model, device="cpu", mode=mode, steps=4, temperature=1.0, seed=8).reset(context).rollout(ids)
+    assert not torch.equal(a, c)                      # the seed matters: sampling is really on
+
+
+@pytest.mark.parametrize("mode", ["compat", "fast"])
+def test_batch_items_do_not_leak_into_each_other(mode):
+    model = random_world_model(**SMALL)
+    context, ids = frames_for(model, 3, 3), ids_for(model, 3, 3)
+    batch = World(model, device="cpu", mode=mode, steps=4).reset(context).rollout(ids)
+    for i in range(3):
+        alone = World(model, device="cpu", mode=mode, steps=4).reset(context[i:i + 1]).rollout(ids[i:i + 1])
+        torch.testing.assert_close(alone[0], batch[i], atol=1e-4, rtol=1e-4)
+
+
+def test_actions_as_latent_codes_and_uint8_frames():
+    model = random_world_model(**SMALL)
+    context, ids = frames_for(model, 2, 3), ids_for(model, 2, 2)
+    u8 = ((context + 1) * 127.5).round().to(torch.uint8).permute(0, 1, 3, 4, 2)  # [B, T, H, W, 3]
+    world = World(model, device="cpu", steps=3)
+    by_id = world.reset(u8).rollout(ids)
+    by_code = world.reset(u8).rollout(model.lam.latents(ids))
+    assert torch.equal(by_id, by_code)
+    out = world.reset(u8).step(ids[:, 0], as_uint8=True)
+    assert out.dtype == torch.uint8 and out.shape == (2, 32, 32, 3)
+
+
+def test_bad_input_gives_one_line_errors():
+    model = random_world_model(**SMALL)
+    world = World(model, device="cpu", steps=2)
+    with pytest.raises(WmfastError, match="reset"):
+        world.step(torch.tensor([0, 1]))
+    world.reset(frames_for(model, 2, 2))
+    cases = [
+        (torch.tensor([0, 8]), "must be in \\[0, 8\\)"),                     # out of range
+        (torch.tensor([-1, 0]), "must be in \\[0, 8\\)"),
+        (torch.tensor([0, 1, 2]), "batch 3"),                               # wrong batch
+        (torch.tensor([[0, 1]]), "action ids must be \\[B=2\\]"),           # wrong shape
+        (torch.zeros(2, 5), "must end in \\[3\\]"),                         # latent codes of the wrong width
+        (torch.full((2, 3), float("nan")), "NaN"),
+        ("left", "action ids or latent codes"),
+    ]
+    for actions, message in cases:
+        with pytest.raises(WmfastError, match=message):
+            world.step(actions)
+    bad_frames = [
+        (torch.rand(2, 2, 3, 16, 16), "must end in \\[3, 32, 32\\]"),       # wrong frame size
+        (torch.rand(2, 3, 32, 32) * 2 - 1, "5 dims"),                       # no time axis
+        (torch.full((1, 2, 3, 32, 32), 3.0), "\\[-1, 1\\]"),                 # not normalised
+        (torch.zeros(1, 2, 3, 32, 32, dtype=torch.uint8), "must end in \\[32, 32, 3\\]"),   # uint8 channels-first
+        (torch.zeros(1, 0, 3, 32, 32), "at least 1 frame"),
+    ]
+    for frames, message in bad_frames:
+        with pytest.raises(WmfastError, match=message):
+            world.reset(frames)
+    with pytest.raises(WmfastError, match="mode"):
+        World(model, mode="turbo")
+    with pytest.raises(WmfastError, match="steps"):
+        World(model, steps=0)
+    with pytest.raises(WmfastError, match="backend"):
+        World(model, backend="tpu")
+
+
+@pytest.mark.parametrize("mode", ["compat"])
+def test_compiled_step_is_one_graph_and_gives_the_same_frames(mode):
+    # fullgraph=True fails on any graph break (a host sync or Python branch on data would be one);
+    # aot_eager traces like inductor without minutes of C++ compilation on 2 cores.
+    torch._dynamo.reset()
+    model = random_world_model(**SHAPES[2][0])
+    context, ids = frames_for(model, 2, 2), ids_for(model, 2, 3)
+    want = World(model, device="cpu", mode=mode, steps=3).reset(context).rollout(ids)
+    world = World(model, device="cpu", mode=mode, backend="compile", steps=3,
+                  compile_options={"backend": "aot_eager", "fullgraph": True})
+    torch.testing.assert_close(world.reset(context).rollout(ids), want, atol=1e-5, rtol=1e-5)
