@@ -1,0 +1,280 @@
+"""`wmfast bench vq`: the fused nearest-code lookup against the usual ways to write it.
+
+Methods, all on the same fp32 inputs in this process, each returning indices and codes:
+  ours     wmfast.ops.vq_lookup (C++ kernel on CPU, Triton on CUDA; also returns distances)
+  expand   (||c||^2 - 2 z @ c.T).argmin(1), codebook[idx]   ("matmul expansion")
+  cdist    torch.cdist(z, c).argmin(1), codebook[idx]
+  faiss    faiss.IndexFlatL2(D) over the codebook (built outside the timing), search k=1 (CPU)
+Per shape and thread count: median ms, ratio of each baseline's time to ours, GFLOP/s
+(2 N K D per call) as a fraction of the sgemm rate measured in the same rounds, and peak extra
+memory. On CPU that is the peak resident-set growth during one call (Linux VmHWM, reset
+through /proc/self/clear_refs), with glibc's mmap threshold pinned at 64 KiB so freed buffers
+leave the RSS; on CUDA, torch's peak allocated bytes. Both include the outputs (reported
+separately as output_mib). A baseline whose
+N x K fp32 score matrix exceeds --max-baseline-gib is skipped and the reason recorded.
+"""
+import ctypes
+import math
+import os
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+from wmfast.bench.common import machine_info, print_table, time_fn, write_json
+from wmfast.ops import vq_lookup
+
+FULL_GRID = {"N": (4096, 65536, 262144), "K": (256, 1024, 8192), "D": (32, 128)}
+QUICK_GRID = {"N": (4096,), "K": (256, 1024), "D": (32,)}
+HEADLINE = (65536, 1024, 32)
+METHODS = ("ours", "expand", "cdist", "faiss")
+
+
+# -- methods -----------------------------------------------------------------------------------
+def make_methods(z, codebook):
+    """name -> zero-argument callable (None where unavailable), plus why unavailable."""
+    methods, missing = {}, {}
+    methods["ours"] = lambda: vq_lookup(z, codebook)
+
+    def expand():
+        c2 = codebook.pow(2).sum(-1)                                      # [K]
+        idx = (c2 - 2 * z @ codebook.T).argmin(-1)                        # [N, K] scores, then argmin
+        return idx, codebook.index_select(0, idx)
+
+    def cdist():
+        idx = torch.cdist(z, codebook).argmin(-1)
+        return idx, codebook.index_select(0, idx)
+
+    methods["expand"], methods["cdist"] = expand, cdist
+    if z.is_cuda:
+        missing["faiss"] = "faiss-cpu runs on the CPU only"
+        return methods, missing
+    try:
+        import faiss
+    except ImportError:
+        missing["faiss"] = "faiss is not installed (pip install wmfast[bench])"
+        return methods, missing
+    index = faiss.IndexFlatL2(codebook.shape[1])
+    index.add(codebook.numpy())
+    zn = z.numpy()
+
+    def faiss_search():
+        _, labels = index.search(zn, 1)
+        idx = torch.from_numpy(labels[:, 0])
+        return idx, codebook.index_select(0, idx)
+
+    methods["faiss"] = faiss_search
+    return methods, missing
+
+
+# -- measurement helpers -----------------------------------------------------------------------
+def pin_malloc_mmap_threshold(nbytes: int = 64 * 1024) -> bool:
+    """Make glibc serve every allocation >= nbytes with mmap (and unmap it on free), so the
+    RSS follows live buffers. Returns False where that is not possible (non-glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_MMAP_THRESHOLD = -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, nbytes))
+    except (OSError, AttributeError):
+        return False
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_extra_mib(fn):
+    """One fn() call -> (peak RSS growth in MiB during it, or None without /proc; its output)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")                                                  # resets VmHWM to the current RSS
+        before = _status_kib("VmRSS:")
+    except OSError:
+        return None, fn()
+    out = fn()
+    return max(0.0, (_status_kib("VmHWM:") - before) / 1024), out
+
+
+def peak_extra_cuda_mib(fn):
+    """One fn() call -> (peak growth of CUDA memory allocated by torch, in MiB; its output)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    out = fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2 ** 20, out
+
+
+def sgemm_gflops(device: str = "cpu", n: int = 1024) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    t = time_fn(lambda: a @ b, device=device, warmup=2, reps=7)
+    return 2 * n ** 3 / (t["median_ms"] * 1e-3) / 1e9
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+def run_vq_benchmark(json_path=None, threads=(1, 2), quick: bool = False, device: str = "cpu",
+                     max_baseline_gib: float = 2.0, budget_s: float = 3.0, png_path=None, grid: dict = None):
+    """Run the grid (or `grid`, a dict with any of N, K, D replacing the default's lists);
+    print one table per thread count; write JSON (and a PNG of the speedups beside it).
+    Returns the report dict."""
+    grid = {**(QUICK_GRID if quick else FULL_GRID), **(grid or {})}
+    if quick:
+        budget_s = min(budget_s, 0.5)
+    pinned = device == "cpu" and pin_malloc_mmap_threshold()
+    shapes = [(N, K, D) for D in grid["D"] for K in grid["K"] for N in grid["N"]]
+    report = {
+        "benchmark": "vq_lookup", "device": device, "dtype": "float32", "quick": quick,
+        "machine": machine_info(device), "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "auto"),
+        "memory_method": ("peak RSS growth during one call (VmHWM after /proc/self/clear_refs), glibc mmap "
+                          f"threshold pinned at 64 KiB: {pinned}; includes the outputs") if device == "cpu"
+        else "torch.cuda.max_memory_allocated growth during one call; includes the outputs",
+        "max_baseline_gib": max_baseline_gib, "sgemm_gflops": {}, "rows": [],
+    }
+    saved_threads = torch.get_num_threads()
+    progress = tqdm(total=len(threads) * len(shapes), desc="bench vq", unit="shape")
+    try:
+        for nt in threads:
+            torch.set_num_threads(nt)
+            _set_faiss_threads(nt)
+            report["sgemm_gflops"][str(nt)] = sgemm_gflops(device)
+            for N, K, D in shapes:
+                report["rows"].append(bench_shape(N, K, D, nt, device, max_baseline_gib, budget_s))
+                progress.update()
+                write_json(report, json_path)                             # partial results survive a kill
+    finally:
+        progress.close()
+        torch.set_num_threads(saved_threads)
+    report["targets"] = check_targets(report["rows"])
+    print_report(report)
+    write_json(report, json_path)
+    if json_path or png_path:
+        report["png"] = plot_speedups(report, png_path or os.path.splitext(json_path)[0] + ".png")
+        write_json(report, json_path)
+    return report
+
+
+def _set_faiss_threads(n: int):
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def bench_shape(N, K, D, nt, device, max_baseline_gib, budget_s):
+    """One shape at one thread count. Every method is called once (warm-up, peak memory and
+    its indices), then timed in interleaved rounds (one call of each per round, plus a
+    1024^3 sgemm), so load changes on a shared machine hit every method alike."""
+    gen = torch.Generator().manual_seed(N * 31 + K * 7 + D)
+    z = torch.randn(N, D, generator=gen).to(device)
+    codebook = torch.randn(K, D, generator=gen).to(device)
+    methods, missing = make_methods(z, codebook)
+    flops = 2.0 * N * K * D
+    row = {"N": N, "K": K, "D": D, "threads": nt,
+           "output_mib": (N * 8 + N * D * 4 + N * 4) / 2 ** 20, "nk_fp32_gib": N * K * 4 / 2 ** 30}
+    active = {}
+    for name in METHODS:
+        if name in missing:
+            row[f"{name}_skipped"] = missing[name]
+        elif name in ("expand", "cdist") and row["nk_fp32_gib"] > max_baseline_gib:
+            row[f"{name}_skipped"] = (f"its N x K fp32 scores need {row['nk_fp32_gib']:.1f} GiB "
+                                      f"> --max-baseline-gib {max_baseline_gib}")
+        else:
+            active[name] = methods[name]
+    first_s, ref_idx = {}, None
+    for name, fn in active.items():
+        t0 = time.perf_counter()
+        row[f"{name}_peak_mib"], out = peak_extra_mib(fn) if device == "cpu" else peak_extra_cuda_mib(fn)
+        first_s[name] = time.perf_counter() - t0
+        idx = out[0].reshape(-1)
+        del out
+        if name == "ours":
+            ref_idx = idx
+        else:
+            row[f"{name}_index_agreement"] = float((idx == ref_idx).float().mean())
+    a = torch.randn(1024, 1024, device=device)
+    timed = {**active, "sgemm": lambda: a @ a}
+    rounds = int(max(1, min(7, 3 * budget_s // max(max(first_s.values()), 1e-6))))
+    samples = {name: [] for name in timed}
+    for _ in range(rounds):
+        for name, fn in timed.items():
+            samples[name].append(time_fn(fn, device=device, warmup=0, reps=1)["median_ms"])
+    row["rounds"] = rounds
+    row["sgemm_gflops"] = 2 * 1024 ** 3 / (statistics.median(samples.pop("sgemm")) * 1e-3) / 1e9
+    for name, times in samples.items():
+        row[f"{name}_ms"] = statistics.median(times)
+        row[f"{name}_gflops"] = flops / (row[f"{name}_ms"] * 1e-3) / 1e9
+        row[f"{name}_frac_sgemm"] = row[f"{name}_gflops"] / row["sgemm_gflops"]
+    for name in samples:
+        if name != "ours" and "ours_ms" in row:
+            row[f"x_{name}"] = row[f"{name}_ms"] / row["ours_ms"]       # > 1: ours is faster
+    return row
+
+
+def check_targets(rows):
+    """The issue's CPU targets, judged on the measured rows (None where not measured)."""
+    def ratios(key, pred):
+        return [r[key] for r in rows if key in r and pred(r)]
+
+    out = {}
+    for nt in sorted({r["threads"] for r in rows}):
+        head = [r for r in rows if (r["N"], r["K"], r["D"]) == HEADLINE and r["threads"] == nt]
+        small_d = ratios("x_expand", lambda r: r["D"] <= 32 and r["threads"] == nt)
+        big_d = ratios("x_expand", lambda r: r["D"] == 128 and r["threads"] == nt)
+        vs_faiss = ratios("x_faiss", lambda r: r["D"] >= 32 and r["threads"] == nt)
+        out[str(nt)] = {
+            "headline_x_expand": head[0].get("x_expand") if head else None,
+            "min_x_expand_D<=32 (target >= 2)": min(small_d) if small_d else None,
+            "min_x_expand_D=128 (target >= 1.5)": min(big_d) if big_d else None,
+            "min_x_faiss_D>=32 (target >= 1)": min(vs_faiss) if vs_faiss else None,
+        }
+    return out
+
+
+def print_report(report):
+    m = report["machine"]
+    print(f"vq_lookup fp32 on {m.get('cpu_model', m.get('processor'))} ({m['cpu_count']} cpus), "
+          f"torch {m['torch']}, extension {m.get('wmfast_extension')}")
+    for nt, rate in report["sgemm_gflops"].items():
+        print(f"\nthreads={nt}: sgemm {rate:.1f} GFLOP/s (1024^3, before the grid; each row has its own)")
+        rows = [r for r in report["rows"] if str(r["threads"]) == nt]
+        print_table(rows, ["N", "K", "D", "ours_ms", "expand_ms", "cdist_ms", "faiss_ms", "x_expand", "x_cdist",
+                           "x_faiss", "ours_gflops", "sgemm_gflops", "ours_frac_sgemm", "ours_peak_mib", "expand_peak_mib",
+                           "faiss_peak_mib"])
+    skipped = {(r["N"], r["K"], r["D"]): r[k] for r in report["rows"] for k in r if k.endswith("_skipped")}
+    for shape, why in skipped.items():
+        print(f"skipped at N,K,D={shape}: {why}")
+    print("\ntargets:", report["targets"])
+
+
+def plot_speedups(report, path):
+    """Bar chart of baseline time / ours per shape and thread count (> 1: ours is faster)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    labels = [f"{r['N']}x{r['K']}x{r['D']}/{r['threads']}t" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows)), 4), dpi=100)
+    width = 0.27
+    for i, name in enumerate(("expand", "cdist", "faiss")):
+        vals = [r.get(f"x_{name}", math.nan) for r in rows]
+        ax.bar([j + (i - 1) * width for j in range(len(rows))], vals, width, label=f"{name} / ours")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, rotation=70, fontsize=7)
+    ax.set_ylabel("speedup of ours (x)")
+    ax.set_title("vq_lookup fp32: baseline time / wmfast time (N x K x D / threads)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
