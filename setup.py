@@ -78,7 +78,7 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"wmfast": ["assets/*/*/*", "assets/*/*", "assets/*"]},
+    package_data={"wmfast": ["assets/*/*/*/*", "assets/*/*/*", "assets/*/*", "assets/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     ext_modules=ext_modules,

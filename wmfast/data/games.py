@@ -263,7 +263,7 @@ class Maze(Game):
 GAMES = {cls.name: cls for cls in (Pong, Maze)}
 # The demo's game: its only action-driven object is the player's paddle, on a mostly static field,
 # which a small tokenizer, LAM and dynamics model capture within minutes on a CPU.
-DEFAULT_GAME = "pong"
+DEFAULT_GAME = "maze"
 
 
 def make_game(name: str, seed: int = 0) -> Game:
