@@ -42,3 +42,18 @@ class Config:
             return cls(**{k: v for k, v in d.items() if k in names})
         except TypeError as e:
             raise WmfastError(f"{source}: bad {cls.__name__}: {e}") from None
+
+
+@dataclasses.dataclass
+class SpaceTimeConfig(Config):
+    """Fields every model shares: the frames it sees and its space-time transformer."""
+    frame_size: int = 64
+    patch_size: int = 4
+    embed_dim: int = 128
+    num_heads: int = 8
+    hidden_dim: int = 256
+    num_blocks: int = 4
+
+    @property
+    def num_patches(self) -> int:
+        return (self.frame_size // self.patch_size) ** 2

@@ -19,14 +19,6 @@ from wmfast.compat.safe_pickle import ForeignGlobal, Record, safe_load
 from wmfast.errors import WmfastError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These models are tiny: a second intra-op thread only adds OpenMP waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def sample_data():
     base = torch.arange(24, dtype=torch.float32).view(4, 6)

@@ -18,14 +18,6 @@ ATOL = 1e-5
 pytestmark = pytest.mark.skipif(not (FIXTURE / "expected.pt").exists(), reason="tinyworlds fixture not present")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These models are tiny: a second intra-op thread only adds OpenMP waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def expected():

@@ -23,14 +23,6 @@ from wmfast.models import (DynamicsConfig, DynamicsModel, LatentActionConfig, La
 FOLDERS = {"tokenizer": "video_tokenizer", "actions": "latent_actions", "dynamics": "dynamics"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These models are tiny: a second intra-op thread only adds OpenMP waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @dataclasses.dataclass
 class DistributedConfig:      # stands in for tinyworlds' utils.config.DistributedConfig

@@ -5,7 +5,6 @@ import json
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-import torch
 
 from wmfast.checkpoint import save_model
 from wmfast.cli import main
@@ -15,14 +14,6 @@ from wmfast.rollout.shapes import random_world_model
 
 SIZES = dict(frame_size=16, patch_size=4, embed_dim=16, num_heads=2, hidden_dim=32, num_blocks=1,
              latent_dim=2, num_bins=4, n_actions=4, context_length=2)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

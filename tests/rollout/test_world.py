@@ -21,14 +21,6 @@ SHAPES = [
 SMALL = SHAPES[0][0]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster, and immune to OpenMP stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def frames_for(model, batch, count, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -11,20 +11,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wmfast.config import Config
+from wmfast.config import SpaceTimeConfig
 from wmfast.errors import WmfastError
 from wmfast.nn import FSQ, STTransformer, spatial_pe
 from wmfast.validate import check_tensor, FLOATS
 
 
 @dataclass
-class DynamicsConfig(Config):
-    frame_size: int = 64
-    patch_size: int = 4
-    embed_dim: int = 128
-    num_heads: int = 8
-    hidden_dim: int = 256
-    num_blocks: int = 4
+class DynamicsConfig(SpaceTimeConfig):
     latent_dim: int = 5             # L, the tokenizer's latent width
     num_bins: int = 4               # FSQ levels of the tokenizer
     codebook_size: int = 0          # K; 0 means num_bins ** latent_dim (an FSQ tokenizer)
@@ -34,10 +28,6 @@ class DynamicsConfig(Config):
     def __post_init__(self):
         if self.codebook_size == 0:
             self.codebook_size = self.num_bins ** self.latent_dim
-
-    @property
-    def num_patches(self) -> int:
-        return (self.frame_size // self.patch_size) ** 2
 
 
 def unmask_targets(num_tokens: int, steps: int, schedule_k: float) -> list:

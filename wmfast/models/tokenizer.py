@@ -9,28 +9,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wmfast.config import Config
+from wmfast.config import SpaceTimeConfig
 from wmfast.nn import PatchEmbedding, PixelHead, STTransformer, spatial_pe
 from wmfast.nn.quantizers import make_quantizer
 from wmfast.validate import check_frames, check_indices, check_tensor, FLOATS
 
 
 @dataclass
-class TokenizerConfig(Config):
-    frame_size: int = 64
-    patch_size: int = 4
-    embed_dim: int = 128
-    num_heads: int = 8
-    hidden_dim: int = 256
-    num_blocks: int = 4
+class TokenizerConfig(SpaceTimeConfig):
     latent_dim: int = 5
     num_bins: int = 4
     quantizer: str = "fsq"          # "fsq" (tinyworlds) or "vq" (learned codebook)
     codebook_size: int = 0          # K for "vq"; FSQ's K is num_bins ** latent_dim
-
-    @property
-    def num_patches(self) -> int:
-        return (self.frame_size // self.patch_size) ** 2
 
     @property
     def num_codes(self) -> int:
