@@ -2,6 +2,9 @@
 
 encoder: patch embedding -> STT -> mean over patches -> concat (frame t, frame t+1)
          -> LayerNorm(2E), Linear(2E, 4A), GELU, Linear(4A, A) -> quantizer (FSQ, 2 levels)
+         (opt-in `use_windowed_attention`: STT -> one attention layer over the 2P tokens of each
+         frame pair, mean-pooled (wmfast.ops.pair_attention) -> LayerNorm(E), Linear(E, 4A), GELU,
+         Linear(4A, A); see WindowedActionHead)
 decoder: frames 0..T-2 -> patch embedding (training: frames 1.. replaced by mask_token)
          -> STT with FiLM on the action latents -> LayerNorm, Linear(E, 3 S S), Tanh
          -> predicts frames 1..T-1
@@ -13,26 +16,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wmfast.config import Config
+from wmfast.config import SpaceTimeConfig
 from wmfast.errors import WmfastError
 from wmfast.nn import PatchEmbedding, STTransformer, unpatchify
 from wmfast.nn.quantizers import make_quantizer
+from wmfast.ops import pair_attention
 from wmfast.validate import check_frames, check_indices, check_tensor, FLOATS
 
 
 @dataclass
-class LatentActionConfig(Config):
-    frame_size: int = 64
-    patch_size: int = 4
-    embed_dim: int = 128
-    num_heads: int = 8
-    hidden_dim: int = 256
-    num_blocks: int = 4
+class LatentActionConfig(SpaceTimeConfig):
     n_actions: int = 8
     quantizer: str = "fsq"          # "fsq": A = log2(n_actions) binary dims; "vq": n_actions codes of dim action_dim
     action_dim: int = 0             # A; 0 means log2(n_actions)
     variance_target: float = 0.01   # anti-collapse hinge on the encoder's batch variance
     variance_weight: float = 100.0
+    # Opt-in encoder head: attention over each frame pair's 2P tokens instead of mean-pool + concat.
+    # Checkpoints whose config.json lacks the key load as the legacy (tinyworlds) encoder.
+    use_windowed_attention: bool = False
 
     def __post_init__(self):
         if self.quantizer == "fsq" and (self.n_actions < 2 or self.n_actions & (self.n_actions - 1)):
@@ -40,9 +41,36 @@ class LatentActionConfig(Config):
         if self.action_dim == 0:
             self.action_dim = max(1, int(math.log2(self.n_actions)))
 
-    @property
-    def num_patches(self) -> int:
-        return (self.frame_size // self.patch_size) ** 2
+
+class WindowedActionHead(nn.Module):
+    """Encoder tokens [B, T, P, E] -> one attention layer over the 2P tokens of each frame pair
+    (t, t+1), mean-pooled over the pair's queries -> E -> A. The tokens carry the patch embedding's
+    spatial PE (built for the model's own frame_size) and the STT's temporal PE, so no PE is added
+    here. out_proj commutes with the mean, so it runs on the pooled vectors."""
+
+    def __init__(self, embed_dim: int, num_heads: int, action_dim: int):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise WmfastError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        E, A = embed_dim, action_dim
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(E)
+        self.q_proj = nn.Linear(E, E)
+        self.k_proj = nn.Linear(E, E)
+        self.v_proj = nn.Linear(E, E)
+        self.out_proj = nn.Linear(E, E)
+        self.head = nn.Sequential(nn.LayerNorm(E), nn.Linear(E, 4 * A), nn.GELU(), nn.Linear(4 * A, A))
+
+    def forward(self, x):
+        B, T, P, E = x.shape
+        H = self.num_heads
+        h = self.norm(x)                                                   # [B, T, P, E]
+        q = self.q_proj(h).view(B, T, P, H, E // H)                        # [B, T, P, H, Dh]
+        k = self.k_proj(h).view(B, T, P, H, E // H)
+        v = self.v_proj(h).view(B, T, P, H, E // H)
+        pooled = pair_attention(q, k, v, pool=True)                        # [B, T-1, H, Dh]
+        pooled = self.out_proj(pooled.reshape(B, T - 1, E))                # [B, T-1, E]
+        return self.head(pooled)                                           # [B, T-1, A]
 
 
 class ActionEncoder(nn.Module):
@@ -51,10 +79,16 @@ class ActionEncoder(nn.Module):
         E, A = cfg.embed_dim, cfg.action_dim
         self.patch_embed = PatchEmbedding(cfg.frame_size, cfg.patch_size, E)
         self.transformer = STTransformer(E, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks)
-        self.action_head = nn.Sequential(nn.LayerNorm(2 * E), nn.Linear(2 * E, 4 * A), nn.GELU(), nn.Linear(4 * A, A))
+        if cfg.use_windowed_attention:
+            self.window_head = WindowedActionHead(E, cfg.num_heads, A)
+        else:  # tinyworlds' head (state keys action_head.0/.1/.3)
+            self.action_head = nn.Sequential(nn.LayerNorm(2 * E), nn.Linear(2 * E, 4 * A), nn.GELU(),
+                                             nn.Linear(4 * A, A))
 
     def forward(self, frames):
         x = self.transformer(self.patch_embed(frames))           # [B, T, P, E]
+        if hasattr(self, "window_head"):
+            return self.window_head(x)                           # [B, T-1, A] (before quantization)
         pooled = x.mean(dim=2)                                   # [B, T, E]
         pairs = torch.cat([pooled[:, :-1], pooled[:, 1:]], -1)   # [B, T-1, 2E]
         return self.action_head(pairs)                           # [B, T-1, A] (before quantization)

@@ -4,3 +4,5 @@ Each op has one plain-PyTorch reference (reference.py), one registration, and it
 (C++ in csrc/, Triton in wmfast.kernels) beside it.
 """
 from wmfast.ops._extension import HAS_EXTENSION  # noqa: F401
+from wmfast.ops.pair_attention import pair_attention  # noqa: E402,F401
+from wmfast.ops.vq_lookup import vq_lookup  # noqa: E402,F401
