@@ -99,10 +99,11 @@ def save_torch_atomic(obj, path):
     os.replace(tmp, path)
 
 
-def load_torch_safe(path):
-    if not os.path.exists(path):
+def load_torch_safe(path, what: str = "file"):
+    """torch.load with weights_only=True: tensors and plain containers only, never code."""
+    if not os.path.isfile(path):
         raise WmfastError(f"missing file: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses anything but tensors and plain data
-        raise WmfastError(f"corrupt or untrusted file {path}: {str(e).splitlines()[0]}") from None
+        raise WmfastError(f"corrupt or untrusted {what} {path}: {str(e).splitlines()[0]}") from None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from wmfast.checkpoint import STAGES, load_state_dict_checked, save_model
+from wmfast.checkpoint import STAGES, load_state_dict_checked, load_torch_safe, save_model
 from wmfast.compat.safe_pickle import safe_load
 from wmfast.errors import WmfastError
 from wmfast.models import DynamicsConfig, LatentActionConfig, TokenizerConfig, WorldModel
@@ -238,19 +238,10 @@ def select_checkpoints(path, step=None, stages=None) -> dict:
 
 # -- reading one checkpoint ----------------------------------------------------------------------
 
-def _torch_load_weights(path):
-    if not os.path.isfile(path):
-        raise WmfastError(f"missing file: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:   # weights_only refuses anything but tensors and plain containers
-        raise WmfastError(f"corrupt or untrusted weights file {path}: {str(e).splitlines()[0]}") from None
-
-
 def read_checkpoint(ckpt: Checkpoint):
     """-> (state dict of tensors with `_orig_mod.` stripped, config dict, source name for errors)."""
     if os.path.isdir(ckpt.path):
-        weights = _torch_load_weights(os.path.join(ckpt.path, MODEL_FILE))
+        weights = load_torch_safe(os.path.join(ckpt.path, MODEL_FILE), "weights file")
         state_path = os.path.join(ckpt.path, STATE_FILE)
         state = safe_load(state_path) if os.path.exists(state_path) else {}
         source = os.path.join(ckpt.path, MODEL_FILE)
