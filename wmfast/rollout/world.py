@@ -34,6 +34,7 @@ from wmfast.rollout.maskgit import choose_tokens, sampling_noise, schedule_targe
 from wmfast.validate import check_finite, check_frames, check_indices, check_tensor, FLOATS, INTS
 
 MODES = ("compat", "fast")
+ACTION_SPACES = ("latent", "game")
 BACKENDS = ("eager", "compile", "onnx")
 
 
@@ -47,8 +48,10 @@ class World:
 
     def __init__(self, model, device="auto", backend="eager", mode: str = "compat", steps: int = 10,
                  temperature: float = 0.0, schedule_k: float = 5.0, seed: int = None, stream: bool = None,
-                 context_length: int = None, compile_options: dict = None):
+                 context_length: int = None, compile_options: dict = None, actions: str = "latent"):
         model.require("tokenizer", "actions", "dynamics")
+        if actions not in ACTION_SPACES:
+            raise WmfastError(f"actions must be one of {ACTION_SPACES}, got {actions!r}")
         if mode not in MODES:
             raise WmfastError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(steps, int) or steps < 1:
@@ -72,7 +75,20 @@ class World:
             raise WmfastError(f"context_length must be >= 1, got {self.C}")
         self.P, self.L, self.A, self.K = dcfg.num_patches, dcfg.latent_dim, dcfg.conditioning_dim, dcfg.codebook_size
         self.frame_size = model.frame_size
-        self.num_actions = model.lam.num_actions
+        self.num_latent_actions = model.lam.num_actions
+        # actions="game": step() takes the game's own action ids, mapped through RUN/action_map.json.
+        self.action_map = None
+        if actions == "game":
+            from wmfast.action_map import ActionMap
+
+            if not model.path:
+                raise WmfastError("actions='game' needs a model loaded from a run directory with an action_map.json")
+            self.action_map = ActionMap.load(model.path)
+            if self.action_map.num_latents != self.num_latent_actions:
+                raise WmfastError(f"{model.path}/action_map.json maps to {self.action_map.num_latents} latent codes "
+                                  f"but the run's LAM has {self.num_latent_actions}; run `wmfast eval` again")
+        self.actions = actions
+        self.num_actions = self.action_map.num_game_actions if self.action_map else self.num_latent_actions
         self._mask = model.dynamics.mask_token.detach().float().to(self.device)             # [1, 1, 1, L]
         self._targets = schedule_targets(self.P, steps, schedule_k, self.device)
         self._min_per_step = max(self.P // 16, 1)
@@ -202,11 +218,13 @@ class World:
             if actions.dim() != 1:
                 raise WmfastError(f"action ids must be [B={B}] (or latent codes [B, {self.A}]), "
                                   f"got shape {tuple(actions.shape)}")
-            check_indices(actions, "action ids", self.num_actions)
+            check_indices(actions, "game action ids" if self.action_map else "action ids", self.num_actions)
         if actions.shape[0] != B:
             raise WmfastError(f"actions have batch {actions.shape[0]} but the world was reset with batch {B}")
         if actions.is_floating_point():
             return actions.to(self.device, torch.float32)
+        if self.action_map is not None:
+            actions = self.action_map.to_latent(actions)
         return self.backend.action_latents(actions.to(self.device, torch.int64))
 
     def _infer_actions(self, frames):
