@@ -7,6 +7,10 @@ from wmfast.errors import WmfastError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
     parser = argparse.ArgumentParser(prog="wmfast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks (JSON with --json)").add_subparsers(dest="bench", required=True)
@@ -17,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Each entry adds its subparser(s) and sets `func`; see the add_* functions below.
 COMMANDS = []
+# Command groups that live beside their library code: each module decorates its add_* functions
+# with wmfast.cli.command (one line per module here, one module per feature).
+COMMAND_MODULES = []
 
 
 def command(fn):
