@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean wheel gpu-check chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,8 +22,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/wmfast demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest tests -q -m "not gpu"
+
+# tests/serve drive the page in the system's headless Chromium (Debian package; Playwright's own
+# browser download cannot work offline). Installed when missing where apt and root allow it;
+# elsewhere the browser tests skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		( (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+		  echo "make: could not install chromium with apt; the browser tests will skip" )
 
 bench: $(STAMP)
 	$(BIN)/wmfast bench vq --json bench-vq.json
@@ -31,4 +39,15 @@ bench: $(STAMP)
 	$(BIN)/wmfast bench rollout --json bench-rollout.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info wmfast/_C*.so
+	rm -rf $(VENV) build dist *.egg-info wmfast/_C*.so wmfast/_build_info.json
+
+# A wheel with the compiled extension (built against the installed torch, recorded in
+# wmfast/_build_info.json), the Triton kernels and the export package.
+wheel: $(STAMP)
+	$(BIN)/pip wheel -q --no-build-isolation --no-deps -w dist .
+	$(BIN)/python tools/check_wheel.py dist/wmfast-0.1.0-*.whl
+
+# On a CUDA machine: the GPU test subset and every benchmark, JSON under benchmarks/results/.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
+

@@ -12,6 +12,8 @@ from setuptools import setup
 PACKAGES = [
     "wmfast", "wmfast.ops", "wmfast.nn", "wmfast.models", "wmfast.data", "wmfast.train",
     "wmfast.rollout", "wmfast.compat", "wmfast.bench", "wmfast.kernels", "wmfast.export",
+    "wmfast.viz", "wmfast.policy", "wmfast.lapa",
+    "wmfast.serve",
 ]
 # kernels/ and export/ live at the top level of the repo but install inside wmfast:
 # PyPI already has packages called `kernels` and `export`.
@@ -29,9 +31,15 @@ INSTALL_REQUIRES = [
     "pillow>=9",
     "tqdm>=4.65",
     "matplotlib>=3.7",
+    "torchmetrics>=1.0",      # SSIM (wmfast.lapa.evaluate)
+    "scikit-learn>=1.3",      # t-SNE of code vectors (wmfast.lapa.evaluate)
     "onnx>=1.16",
     "onnxscript>=0.2",
     "onnxruntime>=1.18",
+    # wmfast serve: ASGI app, server, websocket protocol
+    "starlette>=0.37",
+    "uvicorn>=0.35",         # websockets-sansio
+    "websockets>=12",
 ]
 EXTRAS = {
     # onnxruntime-gpu replaces the CPU onnxruntime (they cannot be installed side by side).
@@ -40,6 +48,8 @@ EXTRAS = {
     "bench": ["faiss-cpu>=1.8"],
     "test": [
         "pytest>=8",
+        "hypothesis>=6.100",   # property-based fuzzing of config loading and shape checks
+        "playwright>=1.40",   # drives the system chromium (apt) in tests/serve; no browser download
         # The Triton interpreter runs our kernels on CPU tensors in the tests; CUDA torch
         # already brings its own pinned triton, which satisfies this unpinned requirement.
         "triton>=3.2; platform_system == 'Linux' and platform_machine == 'x86_64'",
@@ -66,7 +76,25 @@ def extension_modules():
         extra_compile_args={"cxx": ["-O3", "-std=c++17", "-fopenmp"]},
         extra_link_args=["-fopenmp"],
     )
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    return [ext], {"build_ext": recording_build_ext(BuildExtension.with_options(use_ninja=True))}
+
+
+def recording_build_ext(base):
+    """build_ext that writes wmfast/_build_info.json beside the compiled _C: the torch it was built
+    against (wmfast.ops refuses to load the extension under another torch: the C++ ABI differs)."""
+    import json
+
+    import torch
+
+    class RecordingBuildExt(base):
+        def run(self):
+            super().run()
+            for ext in self.extensions:
+                folder = os.path.dirname(self.get_ext_fullpath(ext.name))
+                with open(os.path.join(folder, "_build_info.json"), "w") as f:
+                    json.dump({"torch": torch.__version__, "extension": ext.name}, f)
+
+    return RecordingBuildExt
 
 
 ext_modules, cmdclass = extension_modules()
@@ -78,7 +106,8 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"wmfast": ["assets/*/*/*/*", "assets/*/*/*", "assets/*/*", "assets/*"]},
+    package_data={"wmfast": ["assets/*/*/*/*", "assets/*/*/*", "assets/*/*", "assets/*", "_build_info.json"],
+                  "wmfast.serve": ["static/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     ext_modules=ext_modules,

@@ -17,7 +17,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from wmfast.errors import WmfastError
-from wmfast.export.graphs import GRAPH_NAMES, STAGE_OF, WRAPPERS, dynamic_shapes, example_inputs, graph_specs
+from wmfast.export.graphs import GRAPH_NAMES, STAGE_OF, dynamic_shapes, example_inputs, graph_specs, wrapper_for
 from wmfast.export.manifest import (FORMAT, FORMAT_VERSION, run_fingerprint, sha256_file, versions,
                                     write_manifest)
 from wmfast.export.translations import translation_table
@@ -175,7 +175,7 @@ def export_run(run_dir, out_dir=None, opset: int = 20, dtype: str = "fp32", batc
     bar = tqdm(wanted, desc="export", unit="graph", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
-        module = WRAPPERS[name](stage_models[STAGE_OF[name]])
+        module = wrapper_for(name, stage_models)
         if dtype == "fp16":
             module = HalfPrecision(module)
         report_dir = os.path.join(out_dir, "reports", name) if debug else None

@@ -5,8 +5,13 @@ graph computes exactly what eager PyTorch computes. The rollout loop (MaskGIT sc
 sampling, context window) stays in Python; the graphs are the heavy, loop-free parts.
 
 Shapes are written with symbolic names: "batch" (dynamic unless exported with --batch N),
-"frames" (video length) and "steps" (frame transitions; the dynamics graph sees steps + 1
-frames, because torch.export cannot derive "frames - 1" from a root "frames").
+"frames" (video length), "steps" (frame transitions; the dynamics graph sees steps + 1
+frames, because torch.export cannot derive "frames - 1" from a root "frames") and "slots" (the
+context frames a key/value cache holds).
+
+The cached entry points (what `World(backend="onnx")` runs) are the models' own prefill / extend /
+maskgit_step methods: the caches go in as inputs (bound by pointer, never copied) and the new
+frames' keys/values come out.
 """
 from dataclasses import dataclass
 
@@ -63,12 +68,13 @@ class TokenizerDecoderGraph(nn.Module):
         return self.decoder(latents)
 
 
-class TokenLatentsGraph(nn.Module):
-    """token indices [B, T, P] int64 -> latents [B, T, P, L] (FSQ digits or VQ codebook rows)."""
+class CodeLatentsGraph(nn.Module):
+    """Code ids -> latents through a model's quantizer: token indices [B, T, P] int64 -> latents
+    [B, T, P, L] (FSQ digits or VQ codebook rows), or action ids [B] -> action latents [B, A]."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, model):
         super().__init__()
-        self.quantizer = tokenizer.quantizer
+        self.quantizer = model.quantizer
 
     def forward(self, indices):
         return self.quantizer.latents(indices)
@@ -86,17 +92,6 @@ class ActionEncoderGraph(nn.Module):
         return self.quantizer.quantize(z), z
 
 
-class ActionLatentsGraph(nn.Module):
-    """action ids [B] int64 -> action latents [B, A]."""
-
-    def __init__(self, lam):
-        super().__init__()
-        self.quantizer = lam.quantizer
-
-    def forward(self, action_ids):
-        return self.quantizer.latents(action_ids)
-
-
 class DynamicsGraph(nn.Module):
     """latents [B, T, P, L] + actions [B, T-1, A] -> logits [B, T, P, K] (no masking: the
     caller writes the mask token into the latents, as MaskGIT does)."""
@@ -109,16 +104,99 @@ class DynamicsGraph(nn.Module):
         return self.dynamics.logits(latents, actions)
 
 
+class DynamicsPrefillGraph(nn.Module):
+    """Context latents [B, T, P, L] + actions [B, T, A] (the first is ignored: frame 0 has no action
+    into it; padding keeps T symbolic down to one frame) + pe [T, E] -> (k, v) [blocks, B, P, H, T, Dh]."""
+
+    def __init__(self, dynamics):
+        super().__init__()
+        self.dynamics = dynamics
+
+    def forward(self, latents, actions, pe):
+        return self.dynamics.context_kv(latents, actions[:, 1:], pe)
+
+
+class MaskGITStepGraph(nn.Module):
+    """One MaskGIT step of the new frame against the context cache (DynamicsModel.maskgit_step);
+    greedy, or sampled with Exp(1) noise [B, P, K] and a temperature (0-d) as extra inputs."""
+
+    def __init__(self, dynamics, tokenizer):
+        super().__init__()
+        self.dynamics, self.quantizer = dynamics, tokenizer.quantizer
+
+    def forward(self, x, masked, tokens, target, actions, cache_k, cache_v, valid, pe):
+        return self.dynamics.maskgit_step(x, masked, tokens, target, actions, cache_k, cache_v, valid, pe,
+                                          self.quantizer.latents)
+
+
+class MaskGITSampledGraph(MaskGITStepGraph):
+    def forward(self, x, masked, tokens, target, actions, cache_k, cache_v, valid, pe, noise, temperature):
+        return self.dynamics.maskgit_step(x, masked, tokens, target, actions, cache_k, cache_v, valid, pe,
+                                          self.quantizer.latents, noise, temperature)
+
+
+class DynamicsCommitGraph(nn.Module):
+    """A finished frame's latents [B, 1, P, L] + action [B, 1, A] against the cache -> its (k, v)."""
+
+    def __init__(self, dynamics):
+        super().__init__()
+        self.dynamics = dynamics
+
+    def forward(self, latents, actions, cache_k, cache_v, valid, pe):
+        return self.dynamics.extend(latents, actions, cache_k, cache_v, valid, pe, head=False)[1]
+
+
+class DecoderPrefillGraph(nn.Module):
+    """latents [B, T, P, L] + pe [T, E] -> the decoder's (k, v) [blocks, B, P, H, T, Dh]."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.decoder = tokenizer.decoder
+
+    def forward(self, latents, pe):
+        return self.decoder.context_kv(latents, pe)
+
+
+class DecoderExtendGraph(nn.Module):
+    """A new frame's latents [B, 1, P, L] against the decoder cache -> (frames [B, 1, 3, H, W], k, v)."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.decoder = tokenizer.decoder
+
+    def forward(self, latents, cache_k, cache_v, valid, pe):
+        frames, (k, v) = self.decoder.extend(latents, cache_k, cache_v, valid, pe)
+        return frames, k, v
+
+
 WRAPPERS = {
     "tokenizer_encoder": TokenizerEncoderGraph,
     "tokenizer_decoder": TokenizerDecoderGraph,
-    "token_latents": TokenLatentsGraph,
+    "token_latents": CodeLatentsGraph,
     "action_encoder": ActionEncoderGraph,
-    "action_latents": ActionLatentsGraph,
+    "action_latents": CodeLatentsGraph,
     "dynamics": DynamicsGraph,
+    "dynamics_prefill": DynamicsPrefillGraph,
+    "maskgit_step": MaskGITStepGraph,
+    "maskgit_step_sampled": MaskGITSampledGraph,
+    "dynamics_commit": DynamicsCommitGraph,
+    "decoder_prefill": DecoderPrefillGraph,
+    "decoder_extend": DecoderExtendGraph,
 }
 STAGE_OF = {"tokenizer_encoder": "tokenizer", "tokenizer_decoder": "tokenizer", "token_latents": "tokenizer",
-            "action_encoder": "actions", "action_latents": "actions", "dynamics": "dynamics"}
+            "action_encoder": "actions", "action_latents": "actions", "dynamics": "dynamics",
+            "dynamics_prefill": "dynamics", "maskgit_step": "dynamics", "maskgit_step_sampled": "dynamics",
+            "dynamics_commit": "dynamics", "decoder_prefill": "tokenizer", "decoder_extend": "tokenizer"}
+# Graphs whose wrapper needs a second stage's model (the MaskGIT step writes tokenizer latents).
+ALSO_NEEDS = {"maskgit_step": "tokenizer", "maskgit_step_sampled": "tokenizer"}
+
+
+def wrapper_for(name: str, stage_models: dict) -> nn.Module:
+    """The wrapper module of graph `name` over the run's stage models ({stage: model})."""
+    own = stage_models[STAGE_OF[name]]
+    if name in ALSO_NEEDS:
+        return WRAPPERS[name](own, stage_models[ALSO_NEEDS[name]])
+    return WRAPPERS[name](own)
 GRAPH_NAMES = tuple(WRAPPERS)
 
 
@@ -149,6 +227,17 @@ def graph_specs(configs: dict) -> dict:
         specs["action_latents"] = GraphSpec(
             "action_latents", "actions", (TensorSpec("action_ids", i64, ("batch",)),),
             (TensorSpec("actions", f32, ("batch", A)),), "action ids -> action latents")
+    if tok is not None:
+        kv = cache_specs(tok, "frames")
+        cache = cache_inputs(tok, tok.embed_dim)
+        specs["decoder_prefill"] = GraphSpec(
+            "decoder_prefill", "tokenizer",
+            (TensorSpec("latents", f32, ("batch", "frames", P, L)), TensorSpec("pe", f32, ("frames", tok.embed_dim))),
+            kv, "context latents -> the tokenizer decoder's temporal keys/values (streaming rollouts)")
+        specs["decoder_extend"] = GraphSpec(
+            "decoder_extend", "tokenizer", (TensorSpec("latents", f32, ("batch", 1, P, L)),) + cache,
+            (TensorSpec("frames", f32, ("batch", 1, 3, S, S)),) + cache_specs(tok, 1),
+            "a new frame's latents against the decoder cache -> its pixels and keys/values")
     if dyn is not None:
         P, L, A, K = dyn.num_patches, dyn.latent_dim, dyn.conditioning_dim, dyn.codebook_size
         specs["dynamics"] = GraphSpec(
@@ -156,14 +245,49 @@ def graph_specs(configs: dict) -> dict:
             (TensorSpec("latents", f32, ("batch", "steps + 1", P, L)), TensorSpec("actions", f32, ("batch", "steps", A))),
             (TensorSpec("logits", f32, ("batch", "steps + 1", P, K)),),
             "latents (mask token where unknown) + actions -> logits over the tokenizer codebook")
+        specs["dynamics_prefill"] = GraphSpec(
+            "dynamics_prefill", "dynamics",
+            (TensorSpec("latents", f32, ("batch", "frames", P, L)), TensorSpec("actions", f32, ("batch", "frames", A)),
+             TensorSpec("pe", f32, ("frames", dyn.embed_dim))),
+            cache_specs(dyn, "frames"), "context latents + actions (the first ignored) -> temporal keys/values")
+        new = (TensorSpec("latents", f32, ("batch", 1, P, L)), TensorSpec("actions", f32, ("batch", 1, A)))
+        cache = cache_inputs(dyn, dyn.embed_dim)
+        specs["dynamics_commit"] = GraphSpec(
+            "dynamics_commit", "dynamics", new + cache, cache_specs(dyn, 1),
+            "a finished frame's latents + action against the cache -> its keys/values (streaming rollouts)")
+        if tok is not None:
+            state = (TensorSpec("x", f32, ("batch", 1, P, L)), TensorSpec("masked", "bool", ("batch", P)),
+                     TensorSpec("tokens", i64, ("batch", P)))
+            step_in = state + (TensorSpec("target", i64, ()), TensorSpec("actions", f32, ("batch", 1, A))) + cache
+            state = tuple(TensorSpec(f"next_{t.name}", t.dtype, t.shape) for t in state)
+            specs["maskgit_step"] = GraphSpec(
+                "maskgit_step", "dynamics", step_in, state,
+                "one greedy MaskGIT step of the new frame against the context cache")
+            specs["maskgit_step_sampled"] = GraphSpec(
+                "maskgit_step_sampled", "dynamics",
+                step_in + (TensorSpec("noise", f32, ("batch", P, K)), TensorSpec("temperature", f32, ())), state,
+                "one sampled MaskGIT step (Exp(1) noise, temperature) against the context cache")
     return specs
+
+
+def cache_specs(cfg, frames) -> tuple:
+    """(k, v) [blocks, batch, P, H, frames, Dh] of a config's transformer."""
+    shape = ("batch", cfg.num_patches, cfg.num_heads, frames, cfg.embed_dim // cfg.num_heads)
+    return (TensorSpec("k", "float32", (cfg.num_blocks,) + shape), TensorSpec("v", "float32", (cfg.num_blocks,) + shape))
+
+
+def cache_inputs(cfg, embed_dim: int) -> tuple:
+    """The cache as graph inputs: k, v over "slots" frames, which slots are valid, the new frame's pe."""
+    k, v = cache_specs(cfg, "slots")
+    return (TensorSpec("cache_k", k.dtype, k.shape), TensorSpec("cache_v", v.dtype, v.shape),
+            TensorSpec("valid", "bool", ("slots",)), TensorSpec("pe", "float32", (1, embed_dim)))
 
 
 # -- example inputs and dynamic shapes for torch.export ------------------------------------------
 
 # Distinct example sizes, so the exporter cannot unify two symbolic dims by their values, and
 # none is 0 or 1 (which torch.export specialises).
-EXAMPLE = {"batch": 2, "frames": 5, "steps": 3}
+EXAMPLE = {"batch": 2, "frames": 5, "steps": 3, "slots": 6}
 
 
 def resolve_dim(dim, sizes: dict) -> int:
@@ -185,6 +309,10 @@ def example_inputs(spec: GraphSpec, batch, generator=None) -> tuple:
         shape = tuple(resolve_dim(d, sizes) for d in t.shape)
         if t.dtype == "int64":
             out.append(torch.zeros(shape, dtype=torch.long))   # index 0 is valid for every codebook
+        elif t.dtype == "bool":
+            out.append(torch.ones(shape, dtype=torch.bool))
+        elif t.name in ("noise", "temperature"):
+            out.append(torch.rand(shape, generator=generator) + 0.5)
         else:
             out.append(torch.rand(shape, generator=generator) * 2 - 1)
     return tuple(out)
@@ -194,7 +322,7 @@ def dynamic_shapes(spec: GraphSpec, batch) -> tuple:
     """torch.export dynamic_shapes for the spec: batch (unless static), frames / steps."""
     dims = {"batch": Dim("batch", min=1, max=MAX_BATCH),
             "frames": Dim("frames", min=2 if spec.name == "action_encoder" else 1, max=MAX_FRAMES),
-            "steps": Dim("steps", min=1, max=MAX_FRAMES - 1)}
+            "steps": Dim("steps", min=1, max=MAX_FRAMES - 1), "slots": Dim("slots", min=1, max=MAX_FRAMES)}
     out = []
     for t in spec.inputs:
         axes = {}

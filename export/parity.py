@@ -8,9 +8,10 @@ round-off: for the encoders, the eager quantizer maps the onnxruntime pre-quanti
 to the onnxruntime token; for the dynamics, the eager top-1 and top-2 logits are within 2*atol
 (each side may be off by atol). Anything else is unexplained and fails the check.
 
-Rollout: wmfast.rollout.reference_rollout (eager, the ground truth) against the same MaskGIT
-loop over OnnxBackend (export/rollout.py), at temperature 0. Tokens of generated frames must
-agree; a divergence passes only if its first differing positions were near-ties.
+Rollout: wmfast.rollout.reference_rollout (eager, the ground truth) against the World engine
+(compat mode, temperature 0) over the eager TorchBackend and over OnnxBackend. Tokens of
+generated frames must agree; a divergence passes only if its first differing positions were
+near-ties (eager top-1 and top-2 logits within 2*atol at some MaskGIT step of that frame).
 """
 import os
 
@@ -20,10 +21,12 @@ from tqdm import tqdm
 import wmfast
 from wmfast.bench.common import machine_info, print_table, time_fn, write_json
 from wmfast.errors import WmfastError
-from wmfast.export.graphs import STAGE_OF
-from wmfast.export.rollout import EagerGraphBackend, backend_rollout
+from wmfast.export.graphs import STAGE_OF, wrapper_for
 from wmfast.export.runtime import OnnxBackend
+from wmfast.nn.pe import temporal_pe
+from wmfast.rollout.backends import TorchBackend
 from wmfast.rollout.reference import reference_rollout
+from wmfast.rollout.world import World
 
 # fp32: 1e-4 abs on pixels and logits, 100% tokens but near-ties. fp16 graphs by cosine.
 TOLERANCES = {"fp32": {"atol": 1e-4, "min_cosine": None, "min_tokens": 1.0},
@@ -47,16 +50,19 @@ def parity_inputs(model, batch: int, frames: int, generator) -> dict:
     S = model.frame_size
     video = torch.rand(batch, frames, 3, S, S, generator=generator) * 2 - 1
     if tok is not None:
-        idx = tok.encode_indices(video)
-        lat = tok.quantizer.latents(idx)
+        idx = tok.encode(video, check=False)
+        lat = tok.latents(idx, check=False)
         out.update(tokenizer_encoder=(video,), token_latents=(idx,), tokenizer_decoder=(lat,))
+        pe = temporal_pe(frames, tok.config.embed_dim)
+        cache = tok.decoder.prefill(lat[:, :-1], tok.decoder.new_cache(batch, frames), pe[:-1])
+        out.update(decoder_prefill=(lat, pe), decoder_extend=(lat[:, -1:], cache.k, cache.v, cache.valid, pe[-1:]))
     if lam is not None:
         ids = torch.randint(0, lam.num_actions, (batch,), generator=generator)
         out.update(action_encoder=(video,), action_latents=(ids,))
     if dyn is not None:
         cfg = dyn.config
         if tok is not None:
-            lat = tok.quantizer.latents(tok.encode_indices(video))
+            lat = tok.latents(tok.encode(video, check=False), check=False)
         else:
             lat = torch.randint(0, cfg.num_bins, (batch, frames, cfg.num_patches, cfg.latent_dim),
                                 generator=generator).float() * 2 / (cfg.num_bins - 1) - 1
@@ -69,7 +75,36 @@ def parity_inputs(model, batch: int, frames: int, generator) -> dict:
         else:
             act = torch.rand(batch, frames - 1, cfg.conditioning_dim, generator=generator) * 2 - 1
         out["dynamics"] = (lat, act)
+        pe = temporal_pe(frames, cfg.embed_dim)
+        padded = torch.cat([act.new_zeros(batch, 1, act.shape[2]), act], 1)                 # [B, T, A]
+        cache = dyn.prefill(lat[:, :-1], act[:, :-1], dyn.new_cache(batch, frames), pe[:-1])   # a free slot
+        new = (lat[:, -1:], act[:, -1:], cache.k, cache.v, cache.valid, pe[-1:])
+        out.update(dynamics_prefill=(lat, padded, pe), dynamics_commit=new)
+        if tok is not None:
+            tokens = torch.randint(0, cfg.codebook_size, (batch, cfg.num_patches), generator=generator)
+            step = (lat[:, -1:], masked, tokens, torch.tensor(cfg.num_patches // 2)) + new[1:]
+            noise = torch.empty(batch, cfg.num_patches, cfg.codebook_size).exponential_(generator=generator)
+            out.update(maskgit_step=step, maskgit_step_sampled=step + (noise, torch.tensor(0.7)))
     return out
+
+
+def eager_graphs(model) -> dict:
+    """{graph name: its wrapper module over the model, eval mode} for the stages the model has."""
+    stage_models = {"tokenizer": model.tokenizer, "actions": model.lam, "dynamics": model.dynamics}
+    out = {}
+    for name, stage in STAGE_OF.items():
+        try:
+            if stage_models[stage] is not None:
+                out[name] = wrapper_for(name, stage_models).eval()
+        except AttributeError:      # a second stage it needs is missing
+            continue
+    return out
+
+
+@torch.no_grad()
+def run_eager(modules: dict, name: str, *inputs) -> tuple:
+    out = modules[name](*inputs)
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 def explained_quantizer_flips(quantizer, onnx_z, onnx_tokens, eager_tokens, as_index: bool):
@@ -92,11 +127,11 @@ def compare_graph(name, eager_out, onnx_out, inputs, model, tol) -> list:
     rows = []
     for i, (want, got) in enumerate(zip(eager_out, onnx_out)):
         row = {"graph": name, "output": OUTPUT_NAMES[name][i]}
-        if want.is_floating_point():
+        if want.is_floating_point() and want.numel():
             row.update(max_errors(got, want))
             row["passed"] = row["max_abs"] <= atol and (tol["min_cosine"] is None or row["cosine"] >= tol["min_cosine"])
         else:
-            row.update(max_abs=float((got - want).abs().max()) if want.numel() else 0.0)
+            row.update(max_abs=float((got.long() - want.long()).abs().max()) if want.numel() else 0.0)
             row["passed"] = row["max_abs"] == 0
         rows.append(row)
     # Discrete decisions: token agreement and near-tie accounting.
@@ -127,31 +162,36 @@ def tokens_row(row, differ: int, ties: int, total: int, tol, decides: bool):
 
 
 OUTPUT_NAMES = {"tokenizer_encoder": ("indices", "z"), "tokenizer_decoder": ("frames",), "token_latents": ("latents",),
-                "action_encoder": ("actions", "z"), "action_latents": ("actions",), "dynamics": ("logits",)}
+                "action_encoder": ("actions", "z"), "action_latents": ("actions",), "dynamics": ("logits",),
+                "dynamics_prefill": ("k", "v"), "dynamics_commit": ("k", "v"), "decoder_prefill": ("k", "v"),
+                "decoder_extend": ("frames", "k", "v"), "maskgit_step": ("next_x", "next_masked", "next_tokens"),
+                "maskgit_step_sampled": ("next_x", "next_masked", "next_tokens")}
 
 
 def compare_rollouts(model, onnx, batch: int, context_frames: int, horizon: int, steps: int, tol, generator,
                      reps: int = 3) -> dict:
-    """reference_rollout vs the MaskGIT loop over OnnxBackend, at temperature 0."""
+    """reference_rollout vs the World engine (compat, temperature 0) over TorchBackend and OnnxBackend."""
     S, atol = model.frame_size, tol["atol"]
     context = torch.rand(batch, context_frames, 3, S, S, generator=generator) * 2 - 1
     ids = torch.randint(0, model.lam.num_actions, (batch, horizon), generator=generator)
     want = reference_rollout(model, context, ids, steps=steps, temperature=0.0)
-    eager = backend_rollout(EagerGraphBackend(model), context, ids, steps=steps, record=True)
-    got = backend_rollout(onnx, context, ids, steps=steps, record=True)
+    recorder = TorchBackend(model, record=True)
+    eager = world_rollout(World(model, device="cpu", backend=recorder, steps=steps), context, ids, recorder)
+    onnx_world = World(model, device=str(onnx.device), backend=onnx, steps=steps)
+    got = world_rollout(onnx_world, context, ids)
     loop_err = float((eager["frames"] - want).abs().max())
-    differ = (eager["latents"] != got["latents"]).any(-1)                   # [B, N, P]
+    differ = eager["tokens"] != got["tokens"].cpu()                         # [B, N, P]
     per_frame = differ.flatten(2).any(-1).any(0)                            # [N]
     first = int(per_frame.float().argmax()) if bool(per_frame.any()) else None
     agreeing = slice(0, first if first is not None else horizon)
-    frames_err = float((got["frames"][:, agreeing] - want[:, agreeing]).abs().max()) if first != 0 else 0.0
+    frames_err = float((got["frames"][:, agreeing].cpu() - want[:, agreeing]).abs().max()) if first != 0 else 0.0
     out = {"batch": batch, "context_frames": context_frames, "horizon": horizon, "maskgit_steps": steps,
            "eager_loop_vs_reference_max_abs": loop_err,
            "tokens_pct": 100.0 * (1 - float(differ.float().mean())), "first_divergent_frame": first,
            "frames_max_abs": frames_err}
     passed = loop_err <= 1e-6 and frames_err <= atol
     if first is not None:
-        gaps = torch.minimum(eager["min_gap"][:, first], got["min_gap"][:, first])   # [B, P]
+        gaps = eager["min_gap"][:, first]                                   # [B, P]
         flips = differ[:, first]
         out["first_divergence_flips"] = int(flips.sum())
         out["first_divergence_near_ties"] = int((flips & (gaps <= 2 * atol)).sum())
@@ -160,8 +200,26 @@ def compare_rollouts(model, onnx, batch: int, context_frames: int, horizon: int,
         else:
             passed = passed and out["tokens_pct"] >= 100.0 * tol["min_tokens"]
     out["passed"] = bool(passed)
-    out["eager_ms_per_frame"] = timed(lambda: reference_rollout(model, context, ids[:, :1], steps=steps), reps)
-    out["onnx_ms_per_frame"] = timed(lambda: backend_rollout(onnx, context, ids[:, :1], steps=steps), reps)
+    eager_world = World(model, device="cpu", steps=steps)
+    out["eager_ms_per_frame"] = timed(lambda: eager_world.reset(context).step(ids[:, 0]), reps)
+    out["onnx_ms_per_frame"] = timed(lambda: onnx_world.reset(context).step(ids[:, 0]), reps)
+    return out
+
+
+def world_rollout(world, context, ids, recorder=None) -> dict:
+    """frames [B, N, 3, H, W] and tokens [B, N, P] of a World rollout (and, with a recording
+    TorchBackend, each frame's smallest top-1 minus top-2 logit gap min_gap [B, N, P])."""
+    world.reset(context)
+    frames, tokens, gaps = [], [], []
+    for i in range(ids.shape[1]):
+        if recorder is not None:
+            recorder.min_gap = None
+        frames.append(world.step(ids[:, i]))
+        tokens.append(world.tokens)
+        gaps.append(recorder.min_gap if recorder is not None else None)
+    out = {"frames": torch.stack(frames, 1), "tokens": torch.stack(tokens, 1)}
+    if recorder is not None:
+        out["min_gap"] = torch.stack(gaps, 1)
     return out
 
 
@@ -190,15 +248,15 @@ def check_parity(run_dir, onnx_dir=None, batch: int = None, frames: int = None, 
     frames = frames or max(ctx, 2)
     generator = torch.Generator().manual_seed(seed)
     inputs = parity_inputs(model, batch, frames, generator)
-    eager = EagerGraphBackend(model)
+    eager = eager_graphs(model)
     rows = []
     names = [n for n in onnx.graphs if n in inputs]
     for name in tqdm(names, desc="parity", unit="graph", disable=not progress):
         args = inputs[name]
-        eager_out = eager.run(name, *args)
+        eager_out = run_eager(eager, name, *args)
         onnx_out = [o.cpu() for o in onnx.graph(name)(*args)]
         graph_rows = compare_graph(name, eager_out, onnx_out, args, model, tol)
-        graph_rows[0]["eager_ms"] = timed(lambda: eager.run(name, *args), reps)
+        graph_rows[0]["eager_ms"] = timed(lambda: run_eager(eager, name, *args), reps)
         graph_rows[0]["onnx_ms"] = timed(lambda: onnx.graph(name)(*args), reps)
         rows += graph_rows
     report = {"run": os.path.basename(os.path.normpath(run_dir)), "onnx_dir": os.path.basename(os.path.normpath(onnx_dir)),

@@ -6,13 +6,10 @@ numpy. CUDA EP when asked for (onnxruntime-gpu), CPU EP elsewhere. A session who
 not all run on the asked provider warns (or, with strict=True, fails), because onnxruntime
 otherwise falls back to the CPU silently.
 
-The backend implements the rollout backend protocol that `wmfast.World` calls:
-  encode(frames [B,T,3,H,W] f32)            -> token indices [B,T,P] int64
-  latents(idx [B,T,P] int64)                 -> [B,T,P,L] f32
-  lam_encode(frames [B,T,3,H,W] f32)         -> action latents [B,T-1,A] f32
-  action_latents(ids [B] int64)              -> [B,A] f32
-  dynamics_logits(lat [B,T,P,L], act [B,T-1,A]) -> logits [B,T,P,K] f32
-  decode(lat [B,T,P,L] f32)                  -> frames [B,T,3,H,W] f32
+The backend implements the rollout backend protocol that `wmfast.World` calls (see
+wmfast.rollout.backends), over the exported graphs of the models' own methods: the context caches
+(KVCache, allocated once by the World) go into the MaskGIT step graph by pointer, so a step moves
+no data but the new frame's. It is registered as World(backend="onnx").
 """
 import json
 import os
@@ -24,9 +21,10 @@ import torch
 from wmfast.errors import WmfastError
 from wmfast.export.graphs import resolve_dim
 from wmfast.export.manifest import check_against_run, read_manifest
+from wmfast.nn.kv_cache import KVCache
 
-TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64}
-NUMPY_DTYPES = {"float32": "float32", "int64": "int64"}
+TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
+NUMPY_DTYPES = {"float32": "float32", "int64": "int64", "bool": "bool"}
 CPU_EP, CUDA_EP = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
@@ -115,6 +113,7 @@ class GraphSession:
         self.device_id = (device.index or 0) if device.type == "cuda" else 0
         self.cuda_graph = cuda_graph
         self._static = {}   # CUDA graphs: shape key -> (run options naming its gpu_graph_id, inputs, outputs, binding)
+        self._checked = {}  # input shapes -> symbolic dim sizes (each new shape is checked once)
 
     # -- shapes -----------------------------------------------------------------------------
     def _sizes(self, tensors) -> dict:
@@ -160,18 +159,24 @@ class GraphSession:
     # -- run --------------------------------------------------------------------------------
     def __call__(self, *tensors):
         """torch tensors in -> tuple of torch tensors (on the backend's device) out."""
-        sizes = self._sizes(tensors)
+        key = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in tensors)
+        sizes = self._checked.get(key)
+        if sizes is None:
+            sizes = self._checked[key] = self._sizes(tensors)
         if self.cuda_graph:
             return self._run_cuda_graph(tensors, sizes)
-        inputs = self._prepare(tensors)
         outputs = self._empty_outputs(sizes)
+        self._run(self._binding(self._prepare(tensors), outputs))
+        return tuple(outputs)
+
+    def _binding(self, inputs, outputs):
+        """An IOBinding of torch tensors, by pointer (no copies)."""
         binding = self.session.io_binding()
         for spec, x in zip(self.inputs, inputs):
             self._bind(binding, spec, x, True)
         for spec, y in zip(self.outputs, outputs):
             self._bind(binding, spec, y, False)
-        self._run(binding)
-        return tuple(outputs)
+        return binding
 
     def _run(self, binding, run_options=None):
         try:
@@ -181,21 +186,22 @@ class GraphSession:
 
     def _run_cuda_graph(self, tensors, sizes):
         """CUDA graphs need fixed buffer addresses: one set of static buffers (and one captured
-        graph, told apart by gpu_graph_id) per input shape; new inputs are copied in place."""
+        graph, told apart by gpu_graph_id) per input shape; new inputs are copied in place. A KV
+        cache (inputs named cache_*) is bound as it is, not copied: the World passes the same
+        cache buffers on every step, so they are the static buffers."""
         key = tuple(tuple(x.shape) for x in tensors)
         if key not in self._static:
-            inputs, outputs = self._prepare(tensors), self._empty_outputs(sizes)
-            binding = self.session.io_binding()
-            for spec, x in zip(self.inputs, inputs):
-                self._bind(binding, spec, x, True)
-            for spec, y in zip(self.outputs, outputs):
-                self._bind(binding, spec, y, False)
+            inputs = [x if spec["name"].startswith("cache_") else x.clone()
+                      for spec, x in zip(self.inputs, self._prepare(tensors))]
+            outputs = self._empty_outputs(sizes)
+            binding = self._binding(inputs, outputs)
             options = _ort().RunOptions()
             options.add_run_config_entry("gpu_graph_id", str(len(self._static) + 1))
             self._static[key] = (options, inputs, outputs, binding)
         options, inputs, outputs, binding = self._static[key]
         for buf, x in zip(inputs, tensors):
-            buf.copy_(x)
+            if buf.data_ptr() != x.data_ptr():
+                buf.copy_(x)
         self._run(binding, options)
         return tuple(o.clone() for o in outputs)
 
@@ -247,15 +253,30 @@ class OnnxBackend:
             self.audit_placement()
 
     @classmethod
-    def for_run(cls, run_dir, device="cpu", export_if_missing: bool = True, **kwargs):
-        """The backend for run_dir/onnx, exporting the run first if it has no export yet; the
-        export must match the run (configs and weights), else a WmfastError says to re-export."""
+    def for_run(cls, run_dir, device="cpu", export_if_missing: bool = False, **kwargs):
+        """The backend for run_dir/onnx. The export must exist and match the run (configs and
+        weights), else a WmfastError names `wmfast export`; with export_if_missing (World's
+        auto_export=True) a missing or stale export is (re-)exported first, with a note."""
+        import sys
+
         onnx_dir = os.path.join(run_dir, "onnx")
+        fix = f"run `wmfast export --run {run_dir}` (or pass auto_export=True)"
         if not os.path.exists(os.path.join(onnx_dir, "manifest.json")):
             if not export_if_missing:
-                raise WmfastError(f"{run_dir} has no ONNX export; run `wmfast export --run {run_dir}`")
+                raise WmfastError(f"{run_dir} has no ONNX export ({onnx_dir}/manifest.json is missing); {fix}")
+            reason = "no export yet"
+        else:
+            try:
+                check_against_run(read_manifest(onnx_dir), run_dir, onnx_dir)
+                reason = None
+            except WmfastError as e:
+                if not export_if_missing:
+                    raise WmfastError(f"{e} (or pass auto_export=True)") from None
+                reason = f"stale export: {e}"
+        if reason is not None:
             from wmfast.export.exporter import export_run
 
+            print(f"wmfast: note: exporting {run_dir} to {onnx_dir} ({reason})", file=sys.stderr)
             export_run(run_dir, onnx_dir, check=False)
         return cls(onnx_dir, device=device, run_dir=run_dir, **kwargs)
 
@@ -283,7 +304,44 @@ class OnnxBackend:
                               stacklevel=2)
         return self.placements
 
+    @classmethod
+    def for_world(cls, model, device, compile_options=None):
+        """The registry's factory for World(backend="onnx"): the run's export (made if missing),
+        CUDA graphs on a CUDA device."""
+        if not model.path:
+            raise WmfastError("backend='onnx' needs a model loaded from a run directory (World.load(path))")
+        device = torch.device(device)
+        return cls.for_run(model.path, device=str(device), cuda_graph=device.type == "cuda",
+                           export_if_missing=bool((compile_options or {}).get("auto_export")))
+
     # -- the rollout backend protocol --------------------------------------------------------
+    def new_cache(self, which: str, batch: int, slots: int) -> KVCache:
+        cfg = self.configs["dynamics" if which == "dynamics" else "tokenizer"]
+        heads, patches = cfg["num_heads"], (cfg["frame_size"] // cfg["patch_size"]) ** 2
+        return KVCache(cfg["num_blocks"], batch, patches, heads, slots, cfg["embed_dim"] // heads, self.device)
+
+    def dynamics_prefill(self, lat, act, cache, pe):
+        padded = torch.cat([act.new_zeros(act.shape[0], 1, act.shape[2]), act], 1)        # [B, T, A]
+        cache.clear().write(*self.graph("dynamics_prefill")(lat, padded, pe))
+
+    def maskgit_step(self, x, masked, tokens, target, act, cache, pe, noise=None, temperature: float = 1.0):
+        args = (x, masked, tokens, target, act, cache.k, cache.v, cache.valid, pe)
+        if noise is None:
+            return self.graph("maskgit_step")(*args)
+        temperature = torch.tensor(temperature, dtype=torch.float32, device=self.device)
+        return self.graph("maskgit_step_sampled")(*args, noise, temperature)
+
+    def dynamics_commit(self, lat, act, cache, pe):
+        cache.write(*self.graph("dynamics_commit")(lat, act, cache.k, cache.v, cache.valid, pe))
+
+    def decoder_prefill(self, lat, cache, pe):
+        cache.clear().write(*self.graph("decoder_prefill")(lat, pe))
+
+    def decoder_extend(self, lat, cache, pe):
+        frames, k, v = self.graph("decoder_extend")(lat, cache.k, cache.v, cache.valid, pe)
+        cache.write(k, v)
+        return frames
+
     def encode(self, frames):
         return self.graph("tokenizer_encoder")(frames)[0]
 
@@ -295,9 +353,6 @@ class OnnxBackend:
 
     def action_latents(self, ids):
         return self.graph("action_latents")(ids)[0]
-
-    def dynamics_logits(self, lat, act):
-        return self.graph("dynamics")(lat, act)[0]
 
     def decode(self, lat):
         return self.graph("tokenizer_decoder")(lat)[0]

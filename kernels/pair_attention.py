@@ -70,6 +70,16 @@ def _merge(m_a, l_a, acc_a, m_b, l_b, acc_b):
 
 
 @triton.jit
+def _query_block(H, P, BLOCK_M: tl.constexpr):
+    """This program's query rows: (block index, frame t, batch*head bh, b, h, row offsets, row mask)."""
+    pid_m = tl.program_id(0)
+    t = tl.program_id(1)
+    bh = tl.program_id(2)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    return pid_m, t, bh, bh // H, bh % H, offs_m, offs_m < P
+
+
+@triton.jit
 def _forward(Q, K, V, Out, Lse, Part,
              stride_qb, stride_qt, stride_qp, stride_qh,
              stride_kb, stride_kt, stride_kp, stride_kh,
@@ -77,15 +87,9 @@ def _forward(Q, K, V, Out, Lse, Part,
              T, P, H, D, scale, N_MBLOCKS,
              D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, POOL: tl.constexpr,
              DOT_PRECISION: tl.constexpr):
-    pid_m = tl.program_id(0)
-    t = tl.program_id(1)
-    bh = tl.program_id(2)
-    b = bh // H
-    h = bh % H
+    pid_m, t, bh, b, h, offs_m, mask_m = _query_block(H, P, BLOCK_M)
     W = T - 1
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D_PAD)
-    mask_m = offs_m < P
     mask_d = offs_d < D
     q = tl.load(Q + b * stride_qb + t * stride_qt + offs_m[:, None] * stride_qp + h * stride_qh + offs_d[None, :],
                 mask=mask_m[:, None] & mask_d[None, :], other=0.0)
@@ -131,6 +135,26 @@ def _load_rows(X, b, f, h, offs, mask_rows, offs_d, mask_d, stride_b, stride_t, 
 
 
 @triton.jit
+def _window_dq(s, lse, do, delta, v, k, DOT_PRECISION: tl.constexpr):
+    """One window's share of dq for scores s of a key block: sum_j A_ij (dO_i . v_j - delta_i) k_j."""
+    a = tl.exp(s - lse[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+    ds = a * (dp - delta[:, None])
+    return tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _pooled_window_dq(s, lse, g, v, k, r, x, y, DOT_PRECISION: tl.constexpr):
+    """One window's pooled-output terms for a key block, added to the accumulators:
+    r += sum_j A_ij u_j, x += sum_j A_ij u_j k_j, y += sum_j A_ij k_j, with u_j = g . v_j."""
+    a = tl.exp(s - lse[:, None])
+    u = tl.sum(v.to(tl.float32) * g[None, :], axis=1)
+    au = a * u[None, :]
+    return (r + tl.sum(au, axis=1), x + tl.dot(au.to(k.dtype), k, input_precision=DOT_PRECISION),
+            y + tl.dot(a.to(k.dtype), k, input_precision=DOT_PRECISION))
+
+
+@triton.jit
 def _backward_dq(Q, K, V, G, Delta, Lse, R, DQ,
                  stride_qb, stride_qt, stride_qp, stride_qh,
                  stride_kb, stride_kt, stride_kp, stride_kh,
@@ -141,16 +165,10 @@ def _backward_dq(Q, K, V, G, Delta, Lse, R, DQ,
     """G: POOL -> [B, W, H, D] (dL/dpooled); else [B, W, 2P, H, D] (dL/dout), contiguous.
     Delta [B*H, W, 2P] = rowwise dO . O (unpooled only). Writes DQ [B, T, P, H, D] and, with
     POOL, R [B*H, W, 2P] = sum_j A_ij u_j."""
-    pid_m = tl.program_id(0)
-    t = tl.program_id(1)
-    bh = tl.program_id(2)
-    b = bh // H
-    h = bh % H
+    pid_m, t, bh, b, h, offs_m, mask_m = _query_block(H, P, BLOCK_M)
     W = T - 1
     N2 = 2 * P
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D_PAD)
-    mask_m = offs_m < P
     mask_d = offs_d < D
     left_m = mask_m & ((offs_m * 0 + t) > 0)          # vector masks, see _forward
     right_m = mask_m & ((offs_m * 0 + t) < T - 1)
@@ -189,29 +207,15 @@ def _backward_dq(Q, K, V, G, Delta, Lse, R, DQ,
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
             s = tl.where(mask_n[None, :], s, float("-inf"))
             if blk < 2:  # left window: blocks 0, 1
-                a = tl.exp(s - lse_l[:, None])
                 if POOL:
-                    u = tl.sum(v.to(tl.float32) * g_l[None, :], axis=1)
-                    au = a * u[None, :]
-                    r_l += tl.sum(au, axis=1)
-                    x += tl.dot(au.to(k.dtype), k, input_precision=DOT_PRECISION)
-                    y_l += tl.dot(a.to(k.dtype), k, input_precision=DOT_PRECISION)
+                    r_l, x, y_l = _pooled_window_dq(s, lse_l, g_l, v, k, r_l, x, y_l, DOT_PRECISION)
                 else:
-                    dp = tl.dot(do_l, tl.trans(v), input_precision=DOT_PRECISION)
-                    ds = a * (dp - delta_l[:, None])
-                    dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+                    dq += _window_dq(s, lse_l, do_l, delta_l, v, k, DOT_PRECISION)
             if blk > 0:  # right window: blocks 1, 2
-                a = tl.exp(s - lse_r[:, None])
                 if POOL:
-                    u = tl.sum(v.to(tl.float32) * g_r[None, :], axis=1)
-                    au = a * u[None, :]
-                    r_r += tl.sum(au, axis=1)
-                    x += tl.dot(au.to(k.dtype), k, input_precision=DOT_PRECISION)
-                    y_r += tl.dot(a.to(k.dtype), k, input_precision=DOT_PRECISION)
+                    r_r, x, y_r = _pooled_window_dq(s, lse_r, g_r, v, k, r_r, x, y_r, DOT_PRECISION)
                 else:
-                    dp = tl.dot(do_r, tl.trans(v), input_precision=DOT_PRECISION)
-                    ds = a * (dp - delta_r[:, None])
-                    dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+                    dq += _window_dq(s, lse_r, do_r, delta_r, v, k, DOT_PRECISION)
     if POOL:
         dq = x - r_l[:, None] * y_l - r_r[:, None] * y_r
         tl.store(R + (bh * W + t - 1) * N2 + P + offs_m, r_l, mask=left_m)

@@ -38,13 +38,22 @@ def save_model(model, folder, metadata: dict = None):
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = os.path.join(folder, WEIGHTS + ".tmp")
     save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.chmod(tmp, 0o666 & ~_umask())   # safetensors creates files 0600; match the other files (umask)
     os.replace(tmp, os.path.join(folder, WEIGHTS))
     save_json({"kind": stage_of(model), **model.config.to_dict()}, os.path.join(folder, CONFIG))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_config(folder, stage: str = None):
     """config.json of a stage folder -> (stage name, config dataclass)."""
     d = load_json(os.path.join(folder, CONFIG))
+    if not isinstance(d, dict):
+        raise WmfastError(f"{folder}/{CONFIG}: expected a JSON object of config fields, got {type(d).__name__}")
     kind = d.get("kind", stage)
     if kind not in STAGES:
         raise WmfastError(f"{folder}/{CONFIG}: unknown model kind {kind!r} (expected one of {list(STAGES)})")

@@ -1,6 +1,7 @@
 """The `wmfast` command: a thin layer over the library. Each subcommand parses its flags and
 calls one library function; bad input prints one line and exits with code 2."""
 import argparse
+import os
 import sys
 
 from wmfast.errors import WmfastError
@@ -11,24 +12,221 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         importlib.import_module(module)
-    parser = argparse.ArgumentParser(prog="wmfast", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="wmfast", description=__doc__, epilog="run `wmfast COMMAND --help` for a command's "
+                    "options and examples; bad input prints one line and exits with code 2")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     bench = sub.add_parser("bench", help="benchmarks (JSON with --json)").add_subparsers(dest="bench", required=True)
     for register in COMMANDS:
         register(sub, bench)
-    return parser
+    return finish_parser(parser)
+
+
+def _version() -> str:
+    import platform
+
+    import torch
+
+    import wmfast
+
+    return f"wmfast {wmfast.__version__} (torch {torch.__version__}, Python {platform.python_version()})"
 
 
 # Each entry adds its subparser(s) and sets `func`; see the add_* functions below.
 COMMANDS = []
 # Command groups that live beside their library code: each module decorates its add_* functions
 # with wmfast.cli.command (one line per module here, one module per feature).
-COMMAND_MODULES = []
+COMMAND_MODULES = [
+    "wmfast.bench.train",
+    "wmfast.lapa.cli",
+    "wmfast.viz.cli",
+    "wmfast.eval_cli",
+    "wmfast.policy.cli",
+    "wmfast.serve.cli",
+]
 
 
 def command(fn):
     COMMANDS.append(fn)
     return fn
+
+
+# -- parsing: one-line errors, defaults in --help, option types that check ranges ----------------
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help (unless it states its own default or has none);
+    epilogs keep their line breaks (examples)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2, no usage block), no abbreviated options, and the
+    help formatter above; sub-commands inherit it."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args(split_set_options(sys.argv[1:] if args is None else list(args)), namespace)
+
+    def error(self, message):
+        if "unrecognized arguments" in message and "=" in message:
+            message += " (give each --set its own KEY=VALUE: --set a=1 --set b=2)"
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class SetOption(argparse.Action):
+    """--set KEY=VALUE: one pair per --set, collected in a list. `--set a=1 b=2` still works: the
+    command line is rewritten to `--set a=1 --set b=2` first (split_set_options), taking only
+    the tokens that contain '=', so `--set a=1 tokenizer` leaves the stage positional alone."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, list(getattr(namespace, self.dest, None) or []) + [values])
+
+
+def split_set_options(argv: list) -> list:
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        out.append(tok)
+        i += 1
+        if tok == "--":
+            out += argv[i:]
+            break
+        if tok == "--set":
+            first = True
+            while i < len(argv) and "=" in argv[i] and not argv[i].startswith("-"):
+                out += ([] if first else ["--set"]) + [argv[i]]
+                first, i = False, i + 1
+    return out
+
+
+def _number(kind, lo=None, lo_open=False, hi=None):
+    """An argparse type: int or float within a range, with a message saying what is allowed."""
+    from wmfast.config import Range
+
+    rule = Range(lo, hi, lo_open=lo_open)
+    allowed = f"{'an integer' if kind is int else 'a number'} {rule.describe()}".strip()
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        if kind is float and value != value or not rule.ok(value) or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        return value
+    parse.__name__ = allowed
+    return parse
+
+
+positive_int, nonneg_int = _number(int, 1), _number(int, 0)
+positive_float, nonneg_float = _number(float, 0, lo_open=True), _number(float, 0)
+
+
+def device_name(text):
+    """An argparse type: auto, cpu, cuda, cuda:N (checked before any work starts)."""
+    from wmfast.config import _device_rule
+
+    allowed = _device_rule(text)
+    if allowed:
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+    return text
+
+
+def output_file(*extensions):
+    """An argparse type: a path whose extension the writer supports (checked before the work)."""
+    def parse(text):
+        if not text.lower().endswith(extensions):
+            raise argparse.ArgumentTypeError(f"must end in {' or '.join(extensions)}, got {text!r}")
+        return text
+    parse.__name__ = "path"
+    return parse
+
+
+def given_options(parser, argv) -> set:
+    """dest names of the options written on the command line (not left at their defaults)."""
+    dests, stack = {}, [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            for opt in action.option_strings:
+                dests[opt] = action.dest
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    return {dests[tok.split("=", 1)[0]] for tok in argv if tok.split("=", 1)[0] in dests}
+
+
+# Examples shown at the end of each command's --help (`wmfast CMD --help`).
+EXAMPLES = {
+    "train": "examples:\n  wmfast train tokenizer --run runs/pong --data game:pong --preset tiny --steps 500\n"
+             "  wmfast train actions --run runs/pong          # uses the tokenizer's data\n"
+             "  wmfast train dynamics --run runs/pong --set num_blocks=4 --set embed_dim=128\n"
+             "  wmfast train tokenizer --run runs/pong --resume   # after Ctrl-C",
+    "demo": "examples:\n  wmfast demo                      # the shipped maze model, seconds\n"
+            "  wmfast demo --train --scale 0.1  # train it from scratch, a tenth of the recipe's steps\n"
+            "  wmfast demo --data game:pong     # no shipped model: trains one",
+    "rollout": "examples:\n  wmfast rollout --run runs/pong --actions 0,1,1,2 --out rollout.gif\n"
+               "  wmfast rollout --run runs/pong --actions infer --mode fast --steps 2",
+    "play": "examples:\n  wmfast play --run runs/pong\n  wmfast play --run runs/pong --out live.png --mode fast",
+    "export": "examples:\n  wmfast export --run runs/pong\n  wmfast export --run runs/pong --dtype fp16 --batch 1",
+    "parity": "examples:\n  wmfast parity --run runs/pong --json parity.json",
+    "data": "examples:\n  wmfast data game --game pong --episodes 100 --out pong.h5\n"
+            "  wmfast data info pong.h5 --preview pong.png",
+    "import": "examples:\n  wmfast import tinyworlds results/my_run --out runs/imported",
+    "bench": "examples:\n  wmfast bench vq --quick --json vq.json\n  wmfast bench rollout --quick",
+    "compare": "examples:\n  wmfast compare lam --data game:maze --steps 300",
+    "compare lam": "examples:\n  wmfast compare lam --data game:maze --steps 300 --seeds 0,1,2",
+    "data game": "examples:\n  wmfast data game --game pong --episodes 100 --out pong.h5",
+    "data atari": "examples:\n  wmfast data atari --game Pong --episodes 20 --policy tracker --out pong.h5",
+    "data convert": "examples:\n  wmfast data convert videos/ --size 64 --out mine.h5\n"
+                    "  wmfast data convert tinyworlds_pong.h5 --out pong.h5",
+    "data info": "examples:\n  wmfast data info pong.h5 --preview pong.png\n  wmfast data info game:maze",
+    "import tinyworlds": "examples:\n  wmfast import tinyworlds results/my_run --out runs/imported\n"
+                         "  wmfast import tinyworlds results/my_run --out runs/imported --stages tokenizer,dynamics",
+    "bench vq": "examples:\n  wmfast bench vq --quick\n  wmfast bench vq --json vq.json --threads 1,2",
+    "bench attention": "examples:\n  wmfast bench attention --quick --json attention.json",
+    "bench rollout": "examples:\n  wmfast bench rollout --quick --json rollout.json",
+    "bench export": "examples:\n  wmfast bench export --quick --json export.json",
+}
+# Help for options registered without any (filled in at build time, so every option has some).
+OPTION_HELP = {
+    "seed": "random seed", "device": "auto (CUDA when available), cpu, cuda or cuda:N",
+    "json": "write the report here as JSON", "quick": "fewer repetitions and shapes: a smoke test",
+    "out": "output path", "run": "run directory", "data": "dataset spec: .h5 file, folder, game:NAME or atari:GAME",
+    "steps": "number of steps", "batch_size": "batch size", "lr": "learning rate", "reps": "timed repetitions",
+    "threads": "torch CPU threads", "episode": "episode index in the dataset", "episodes": "number of episodes",
+}
+
+
+def finish_parser(parser):
+    """Fill what sub-commands left out: a help line for every option, examples in each epilog."""
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        name = p.prog.split(" ", 1)[-1]          # "train", "bench export", ...
+        if not p.epilog and name in EXAMPLES:
+            p.epilog = EXAMPLES[name]
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            elif "--set" in action.option_strings:   # every command's --set: one KEY=VALUE per --set
+                action.__class__, action.nargs = SetOption, None
+                if action.help and "repeat" not in action.help:
+                    action.help += " (one KEY=VALUE per --set; repeat it for several)"
+            if action.help is None and action.option_strings:
+                action.help = OPTION_HELP.get(action.dest, action.dest.replace("_", " "))
+            elif action.help is None and not isinstance(action, argparse._SubParsersAction):
+                action.help = action.dest.replace("_", " ")
+    return parser
 
 
 def _parse_overrides(pairs):
@@ -53,37 +251,74 @@ def _parse_overrides(pairs):
 @command
 def add_train(sub, bench):
     p = sub.add_parser("train", help="train one stage: tokenizer, then actions, then dynamics")
-    p.add_argument("stage", choices=["tokenizer", "actions", "dynamics"])
-    p.add_argument("--run", required=True, help="run directory (stages live in its subfolders)")
-    p.add_argument("--data", default=None, help="dataset: .h5 file, video/PNG folder, game:NAME or atari:GAME "
-                                                "(default: the embedded default game)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--clip-len", type=int, default=4)
-    p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--preset", default="small", help="model size: tiny, small or tinyworlds")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("stage", choices=["tokenizer", "actions", "dynamics"], help="which stage to train (in this order)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run directory (stages live in its subfolders); write --run-dir after `torchrun ... -m wmfast`")
+    p.add_argument("--data", default=None, help="dataset: .h5 file, video/PNG folder, game:NAME[:EPISODES] or "
+                   "atari:GAME (default: what the run's earlier stages were trained on, else game:maze)")
+    p.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps for this stage")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="clips per optimizer step")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (AdamW, warmup then cosine)")
+    p.add_argument("--warmup-steps", type=nonneg_int, default=100, help="linear learning-rate warmup steps")
+    p.add_argument("--clip-len", type=_number(int, 2), default=4,
+                   help="frames per training clip (the dynamics' context length)")
+    p.add_argument("--stride", type=positive_int, default=1, help="frames between consecutive clip frames")
+    p.add_argument("--preset", default="small", choices=["tiny", "small", "tinyworlds"],
+                   help="model size (tiny trains in seconds; small is the demo's)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for weights, clip sampling and the split")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--save-every", type=int, default=250)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="model config overrides, e.g. embed_dim=64")
-    p.set_defaults(func=_train)
+    p.add_argument("--log-every", type=positive_int, default=25, help="steps between metrics.jsonl rows")
+    p.add_argument("--save-every", type=positive_int, default=250, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint; "
+                   "preset, schedule, --set and data must match the saved run")
+    p.add_argument("--force", action="store_true", help="with --resume: continue even though --steps, --lr, "
+                   "--data, ... differ from the saved run (the new values win)")
+    p.add_argument("--set", action=SetOption, metavar="KEY=VALUE", help="one model config field, e.g. --set "
+                   "embed_dim=64; repeat for several (--set a=1 --set b=2)")
+    p.add_argument("--nproc", type=positive_int, default=1, help="train on N local processes (DDP through torchrun's "
+                                                        "launcher); --batch-size stays the global batch")
+    p.set_defaults(func=_train, parser=p)
 
 
 def _train(a):
-    from wmfast.demo import default_data
-    from wmfast.train import TrainConfig, train_stage
+    from wmfast.train import train_stage
 
-    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
-                      clip_len=a.clip_len, stride=a.stride, preset=a.preset, seed=a.seed, device=a.device,
-                      compile=a.compile, log_every=a.log_every, save_every=a.save_every)
-    metrics = train_stage(a.stage, a.run, a.data or default_data(), cfg, model=_parse_overrides(a.set),
-                          resume=a.resume)
-    print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    if a.nproc != 1:
+        from wmfast.train.distributed import relaunch
+
+        return relaunch(a.parser, a, a.nproc)
+
+    cfg, overrides = _train_options(a)
+    metrics = train_stage(a.stage, a.run, a.data, cfg, model=overrides, resume=a.resume, force=a.force)
+    if os.environ.get("RANK", "0") == "0":   # one summary line, from rank 0, under torchrun
+        print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+
+
+TRAIN_OPTIONS = ("steps", "batch_size", "lr", "warmup_steps", "clip_len", "stride", "preset", "seed", "device",
+                 "compile", "log_every", "save_every")
+
+
+def _train_options(a):
+    """`wmfast train` options -> (TrainConfig, model overrides), all checked before any work. On
+    --resume, options not written on the command line take the saved run's values, so only
+    what the user changed is compared with the run."""
+    import dataclasses
+
+    from wmfast.checkpoint import STAGES
+    from wmfast.config import check_overrides
+    from wmfast.train import TrainConfig
+    from wmfast.train.trainer import saved_train_config
+
+    if a.force and not a.resume:
+        raise WmfastError("--force only applies with --resume")
+    if os.path.exists(a.run) and not os.path.isdir(a.run):
+        raise WmfastError(f"--run {a.run} is a file; give a run directory")
+    overrides = check_overrides(STAGES[a.stage][1], _parse_overrides(a.set), stage=a.stage)
+    given = getattr(a, "_given", set(TRAIN_OPTIONS))
+    saved = saved_train_config(a.run, a.stage) if a.resume else None
+    values = {k: getattr(a, k) for k in TRAIN_OPTIONS if saved is None or k in given}
+    return (dataclasses.replace(saved, **values) if saved else TrainConfig(**values)), overrides
 
 
 @command
@@ -92,11 +327,11 @@ def add_demo(sub, bench):
     p.add_argument("--out", default="demo", help="output folder (rollout.gif, metrics.json, run/ when trained)")
     p.add_argument("--data", default=None, help="game:NAME, atari:GAME or a dataset path (default: the default game)")
     p.add_argument("--train", action="store_true", help="train from scratch instead of loading the shipped model")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply the recipe's training steps")
-    p.add_argument("--episodes", type=int, default=8, help="held-out clips to evaluate")
-    p.add_argument("--horizon", type=int, default=8, help="frames to generate per clip")
-    p.add_argument("--steps", type=int, default=8, help="MaskGIT steps per frame")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=positive_float, default=1.0, help="with --train: multiply the recipe's training steps")
+    p.add_argument("--episodes", type=positive_int, default=8, help="held-out clips to evaluate")
+    p.add_argument("--horizon", type=positive_int, default=8, help="frames to generate per clip")
+    p.add_argument("--steps", type=positive_int, default=8, help="MaskGIT steps per frame")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for the held-out clips and sampling")
     p.set_defaults(func=_demo)
 
 
@@ -134,32 +369,33 @@ def add_data(sub, bench):
     data = sub.add_parser("data", help="make and inspect datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("game", help="record an embedded game (frames + true actions) to a wmfast .h5")
     p.add_argument("--game", default=None, help="embedded game name (default: the demo's game)")
-    p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--steps", type=int, default=100, help="actions per episode (frames = steps + 1)")
-    p.add_argument("--size", type=int, default=64, help="square frame size in pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--episodes", type=positive_int, default=100, help="episodes to record")
+    p.add_argument("--steps", type=positive_int, default=100, help="actions per episode (frames = steps + 1)")
+    p.add_argument("--size", type=positive_int, default=64, help="square frame size in pixels")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for the game and its random policy")
+    p.add_argument("--out", required=True, type=output_file(".h5", ".hdf5"), help="wmfast .h5 file to write")
     p.set_defaults(func=_data_game)
     p = data.add_parser("atari", help="record Atari episodes through ale-py to a wmfast .h5")
     p.add_argument("--game", required=True, help="ALE game, e.g. Pong, Breakout, SpaceInvaders")
-    p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--size", type=int, default=64, help="square frame size (area resize); 0 keeps 210x160")
-    p.add_argument("--frameskip", type=int, default=4)
+    p.add_argument("--episodes", type=positive_int, default=20, help="episodes to record")
+    p.add_argument("--size", type=nonneg_int, default=64, help="square frame size (area resize); 0 keeps 210x160")
+    p.add_argument("--frameskip", type=positive_int, default=4, help="emulator frames per action")
     p.add_argument("--policy", choices=["random", "tracker"], default=None,
                    help="tracker follows the ball (Pong; its default), random presses with repeats")
-    p.add_argument("--sticky", type=float, default=0.0, help="ALE repeat_action_probability (emulator side)")
-    p.add_argument("--max-steps", type=int, default=500, help="cap on steps per episode")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--sticky", type=_number(float, 0, hi=1), default=0.0,
+                   help="ALE repeat_action_probability (emulator side)")
+    p.add_argument("--max-steps", type=positive_int, default=500, help="cap on steps per episode")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for the emulator and the policy")
+    p.add_argument("--out", required=True, type=output_file(".h5", ".hdf5"), help="wmfast .h5 file to write")
     p.set_defaults(func=_data_atari)
     p = data.add_parser("convert", help="a video/PNG folder or tinyworlds .h5 -> a wmfast .h5")
-    p.add_argument("source")
-    p.add_argument("--size", type=int, default=None, help="square frame size (area resize)")
-    p.add_argument("--out", required=True)
+    p.add_argument("source", help="a tinyworlds .h5, a folder of videos or PNG frames, or a video file")
+    p.add_argument("--size", type=positive_int, default=None, help="square frame size (area resize; default: keep)")
+    p.add_argument("--out", required=True, type=output_file(".h5", ".hdf5"), help="wmfast .h5 file to write")
     p.set_defaults(func=_data_convert)
     p = data.add_parser("info", help="summarize a dataset (file, folder, game:NAME, atari:GAME)")
-    p.add_argument("source")
-    p.add_argument("--preview", default=None, help="also draw the first frames of a few episodes to this PNG")
+    p.add_argument("source", help="a dataset: .h5 file, folder, game:NAME[:EPISODES] or atari:GAME")
+    p.add_argument("--preview", default=None, type=output_file(".png"), help="also draw the first frames of a few episodes to this PNG")
     p.set_defaults(func=_data_info)
 
 
@@ -193,11 +429,12 @@ def _data_info(a):
 @command
 def add_export(sub, bench):
     p = sub.add_parser("export", help="export a run to ONNX (one graph per piece + manifest.json), then check parity")
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--run", default=None, help="run directory")
+    p.add_argument("--policy", default=None, help="export a policy run (`wmfast policy train`) instead: policy.onnx")
     p.add_argument("--out", default=None, help="output folder (default: RUN/onnx)")
-    p.add_argument("--opset", type=int, default=20)
-    p.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
-    p.add_argument("--batch", default="dynamic", help="'dynamic' or a fixed batch size")
+    p.add_argument("--opset", type=_number(int, 18), default=20, help="ONNX opset version")
+    p.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="weights and activations dtype")
+    p.add_argument("--batch", default="dynamic", type=_batch_option, help="'dynamic' or a fixed batch size >= 1")
     p.add_argument("--graphs", nargs="*", default=None, help="only these graphs (default: all the run has)")
     p.add_argument("--no-parity", action="store_true", help="skip the onnxruntime vs eager check")
     p.add_argument("--debug", action="store_true", help="write the exporter's reports to OUT/reports/")
@@ -205,23 +442,59 @@ def add_export(sub, bench):
     p = sub.add_parser("parity", help="compare an ONNX export with eager PyTorch (exit 1 above tolerance)")
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--onnx", default=None, help="ONNX folder (default: RUN/onnx)")
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=positive_int, default=None, help="batch size of the test inputs "
+                   "(default: the export's fixed batch, else 2)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--strict", action="store_true", help="fail if any node falls back to the CPU EP")
-    p.add_argument("--reps", type=int, default=5, help="timed calls per graph for the ms columns (0: no timing)")
+    p.add_argument("--reps", type=nonneg_int, default=5, help="timed calls per graph for the ms columns (0: no timing)")
     p.add_argument("--json", default=None, help="write the report here")
     p.set_defaults(func=_parity)
     p = bench.add_parser("export", help="onnxruntime vs eager vs torch.compile per graph and rollout step")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--run", default=None, help="benchmark this run (default: random tinyworlds-shape models)")
     p.set_defaults(func=_bench_export)
+
+
+def _batch_option(text):
+    if text == "dynamic":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'dynamic' or an integer >= 1, got {text!r}") from None
+
+
+def _check_complete_run(run, graphs):
+    """A partial run exports only with --graphs named: a world model needs all three stages."""
+    import os
+
+    from wmfast.checkpoint import CONFIG, STAGES
+
+    present = [s for s in STAGES if os.path.isfile(os.path.join(run, s, CONFIG))]
+    if graphs or not present:
+        return
+    missing = [s for s in STAGES if s not in present]
+    if missing:
+        raise WmfastError(f"{run} has no {' or '.join(missing)} stage, so its export would not be a world model; "
+                          f"train it (`wmfast train {missing[0]} --run {run}`) or name the graphs to export with --graphs")
 
 
 def _export(a):
     from wmfast.export import export_run
     from wmfast.export.parity import print_report
 
+    if a.policy:   # a policy run: one graph (wmfast/export/policy.py)
+        from wmfast.export.policy import cli_export_policy
+
+        return cli_export_policy(a)
+    if a.run is None:
+        raise WmfastError("wmfast export needs --run RUN (or --policy RUN)")
+
+    from wmfast.export.lapa import cli_export_hook
+    if (rc := cli_export_hook(a)) is not None:   # a run with only a LAPA model (lapa/): its own two graphs
+        return rc
+    _check_complete_run(a.run, a.graphs)
     manifest = export_run(a.run, a.out, opset=a.opset, dtype=a.dtype, batch=a.batch, check=not a.no_parity,
                           graphs=a.graphs, debug=a.debug)
     for name, g in manifest["graphs"].items():
@@ -233,8 +506,15 @@ def _export(a):
 
 
 def _parity(a):
+    from wmfast.export.lapa import cli_parity_hook
     from wmfast.export.parity import check_parity, print_report, write_report
 
+    if (rc := cli_parity_hook(a)) is not None:   # an export with only the LAPA graphs
+        return rc
+    from wmfast.export.policy import cli_parity_hook as policy_parity_hook
+
+    if (rc := policy_parity_hook(a)) is not None:   # a policy run: policy.onnx
+        return rc
     report = check_parity(a.run, a.onnx, batch=a.batch, device=a.device, strict=a.strict, reps=a.reps)
     print_report(report)
     write_report(report, a.json)
@@ -253,8 +533,8 @@ def add_bench_vq(sub, bench):
     p.add_argument("--json", default=None, help="write the report here (and a PNG of the speedups beside it)")
     p.add_argument("--threads", default="1,2", help="comma-separated CPU thread counts (default 1,2)")
     p.add_argument("--quick", action="store_true", help="a few small shapes: a smoke test in seconds")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--max-baseline-gib", type=float, default=2.0,
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
+    p.add_argument("--max-baseline-gib", type=positive_float, default=2.0,
                    help="skip expand/cdist where their N x K fp32 scores exceed this (default 2)")
     for dim in ("N", "K", "D"):
         p.add_argument(f"--{dim}", default=None, help=f"comma-separated {dim} values replacing the grid's")
@@ -288,35 +568,50 @@ def _bench_vq(a):
 def add_rollout(sub, bench):
     p = sub.add_parser("rollout", help="roll a trained world model out from an episode; write a GIF/MP4")
     p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--actions", required=True, help="action ids, e.g. 0,1,1,3, or 'infer' (the latent actions "
-                                                    "of the episode's true frames)")
-    p.add_argument("--out", default="rollout.gif", help="GIF or MP4 (beside the true frames when the data has them)")
-    p.add_argument("--steps", type=int, default=10, help="MaskGIT steps per frame")
-    p.add_argument("--mode", choices=["compat", "fast"], default="compat")
-    p.add_argument("--data", default=None, help="dataset for the context frames (default: the embedded default game)")
-    p.add_argument("--episode", type=int, default=0)
-    p.add_argument("--backend", choices=["eager", "compile", "onnx"], default="eager")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--actions", required=True, help="latent action ids, e.g. 0,1,1,3; game actions by name, e.g. "
+                                                    "UP,UP,LEFT (through RUN/action_map.json from `wmfast eval`); "
+                                                    "or 'infer' (the latent actions of the episode's true frames)")
+    p.add_argument("--action-space", choices=["auto", "latent", "game"], default="auto",
+                   help="what --actions holds: auto = names are game actions, numbers latent ids; game = game "
+                        "action names or ids")
+    p.add_argument("--out", default="rollout.gif", type=output_file(".gif", ".mp4"),
+                   help="GIF or MP4 (beside the true frames when the data has them)")
+    p.add_argument("--steps", type=positive_int, default=10, help="MaskGIT steps per frame")
+    p.add_argument("--mode", choices=["compat", "fast"], default="compat",
+                   help="compat: the reference's exact tokens, faster; fast: named approximations, fastest")
+    p.add_argument("--data", default=None, help="dataset for the context frames (default: the data the run was "
+                                                "trained on, else the embedded default game)")
+    p.add_argument("--episode", type=nonneg_int, default=0, help="episode of the dataset to start from")
+    p.add_argument("--backend", choices=["eager", "compile", "onnx"], default="eager",
+                   help="onnx needs `wmfast export --run RUN` first")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--temperature", type=nonneg_float, default=0.0, help="MaskGIT sampling temperature (0: argmax)")
+    p.add_argument("--seed", type=nonneg_int, default=None, help="sampling seed (with --temperature > 0)")
     p.set_defaults(func=_rollout)
-    p = sub.add_parser("play", help="play a world model in the terminal: keys 0-9 are actions, q quits")
+    p = sub.add_parser("play", help="play a world model in the terminal: keys 0-9 are actions (latent ids, or the "
+                                    "game's actions with --action-space game), q quits")
     p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--out", default=None, help="frames written live: .png (latest frame) or .gif/.mp4 (on exit)")
+    p.add_argument("--out", default=None, type=output_file(".png", ".gif", ".mp4"),
+                   help="frames written live: .png (latest frame) or .gif/.mp4 (on exit)")
     p.add_argument("--ansi", action="store_true", help="also draw frames in the terminal (default without --out)")
-    p.add_argument("--mode", choices=["compat", "fast"], default="fast")
-    p.add_argument("--steps", type=int, default=4, help="MaskGIT steps per frame")
-    p.add_argument("--data", default=None, help="dataset for the first frames (default: the embedded default game)")
-    p.add_argument("--episode", type=int, default=0)
-    p.add_argument("--backend", choices=["eager", "compile", "onnx"], default="eager")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--mode", choices=["compat", "fast"], default="fast",
+                   help="compat: the reference's exact tokens; fast: named approximations, fastest")
+    p.add_argument("--steps", type=positive_int, default=4, help="MaskGIT steps per frame")
+    p.add_argument("--data", default=None, help="dataset for the first frames (default: the data the run was "
+                                                "trained on, else the embedded default game)")
+    p.add_argument("--episode", type=nonneg_int, default=0, help="episode of the dataset to start from")
+    p.add_argument("--backend", choices=["eager", "compile", "onnx"], default="eager",
+                   help="onnx needs `wmfast export --run RUN` first")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--action-space", choices=["latent", "game"], default="latent",
+                   help="keys are latent action ids, or game action ids through RUN/action_map.json")
     p.set_defaults(func=_play)
     p = bench.add_parser("rollout", help="World engine (compat, fast) vs the reference rollout loop: speed and quality")
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--run", default=None, help="trained run for the quality table (default: the shipped demo model)")
     p.add_argument("--data", default=None, help="held-out episodes for quality (default: the embedded default game)")
     p.add_argument("--quick", action="store_true", help="fewer batch sizes, frames and episodes")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_bench_rollout)
 
 
@@ -324,7 +619,7 @@ def _rollout(a):
     from wmfast.rollout.play import render_rollout
 
     r = render_rollout(a.run, a.actions, a.out, a.steps, a.mode, a.data, a.episode, a.backend, a.device,
-                       a.temperature, a.seed)
+                       a.temperature, a.seed, action_space=a.action_space)
     print(f"{r['out']}: {r['frames']} frames ({'true | generated' if r['side_by_side'] else 'generated'}), "
           f"{r['ms_per_frame']:.1f} ms/frame, {r['world']}")
 
@@ -332,7 +627,8 @@ def _rollout(a):
 def _play(a):
     from wmfast.rollout.play import play
 
-    play(a.run, a.out, a.ansi or None, a.data, a.episode, a.mode, a.steps, a.backend, a.device)
+    play(a.run, a.out, a.ansi or None, a.data, a.episode, a.mode, a.steps, a.backend, a.device,
+         action_space=a.action_space)
 
 
 def _bench_rollout(a):
@@ -347,21 +643,26 @@ def add_pair_attention(sub, bench):
                                            "strided SDPA, FlexAttention (CUDA)")
     p.add_argument("--json", default=None, help="write the report here (and a PNG of the speedups beside it)")
     p.add_argument("--quick", action="store_true", help="three small shapes: a smoke test")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="q, k, v dtype")
+    p.add_argument("--reps", type=positive_int, default=5, help="timed repetitions per shape")
     p.set_defaults(func=_bench_attention)
     compare = sub.add_parser("compare", help="controlled comparisons of model variants")
     p = compare.add_subparsers(dest="compare", required=True).add_parser(
-        "lam", help="legacy vs windowed-attention latent action encoder (then a dynamics model on each): "
-                    "same data, seed and steps; markdown + JSON report with plots and rollout GIFs")
+        "lam", help="latent action model variants (legacy transformer, windowed-attention encoder, conv LAM; "
+                    "then a dynamics model on each): same data, seeds and steps, scored by `wmfast eval`'s "
+                    "evaluator; markdown + JSON report (mean ± std over seeds) with plots")
     p.add_argument("--data", default=None, help="game:NAME or a dataset path (default: the embedded default game)")
-    p.add_argument("--steps", type=int, default=300, help="training steps per stage")
+    p.add_argument("--steps", type=positive_int, default=300, help="training steps per stage")
     p.add_argument("--out", default="compare-lam", help="output folder")
-    p.add_argument("--preset", default="tiny", help="model size preset (wmfast.train.PRESETS)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "tinyworlds"],
+                   help="model size preset (wmfast.train.PRESETS)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="clips per optimizer step")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--variants", default="legacy,windowed,conv", help="comma-separated, from legacy,windowed,conv")
+    p.add_argument("--eval-clips", type=positive_int, default=16, help="held-out clips per evaluation")
+    p.add_argument("--horizon", type=positive_int, default=4, help="frames generated per held-out clip")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.set_defaults(func=_compare_lam)
 
 
@@ -374,21 +675,31 @@ def _bench_attention(a):
 def _compare_lam(a):
     from wmfast.compare import compare_lam
 
-    report = compare_lam(a.data, a.steps, a.out, preset=a.preset, batch_size=a.batch_size, seed=a.seed,
-                         device=a.device)
-    print(f"{report['markdown']}: legacy vs windowed LAM report")
+    try:
+        seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise WmfastError(f"--seeds must be comma-separated integers, got {a.seeds!r}") from None
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    report = compare_lam(a.data, a.steps, a.out, preset=a.preset, batch_size=a.batch_size, seeds=seeds,
+                         variants=variants, device=a.device, eval_clips=a.eval_clips, horizon=a.horizon)
+    print(f"{report['markdown']}: {', '.join(report['variants'])} LAM report")
 
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args._given = given_options(parser, argv)
     try:
         result = args.func(args)
     except WmfastError as e:
         print(f"wmfast: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("wmfast: interrupted", file=sys.stderr)
+    except OSError as e:   # a path that cannot be read or written (not a folder, no permission, disk full)
+        print(f"wmfast: error: {e.strerror or e}{': ' + repr(e.filename) if e.filename else ''}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"wmfast: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
 

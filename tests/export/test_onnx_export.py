@@ -17,11 +17,11 @@ from wmfast.cli import main as cli_main
 from wmfast.errors import WmfastError
 from wmfast.export import OnnxBackend, check_parity, export_run
 from wmfast.export.manifest import sha256_file
-from wmfast.export.parity import parity_inputs
-from wmfast.export.rollout import EagerGraphBackend, backend_rollout
+from wmfast.export.parity import eager_graphs, parity_inputs, run_eager
+from wmfast.nn.kv_cache import KVCache
 from wmfast.models import (DynamicsConfig, DynamicsModel, LatentActionConfig, LatentActionModel, TokenizerConfig,
                            VideoTokenizer)
-from wmfast.rollout import reference_rollout
+from wmfast.rollout import World, reference_rollout
 
 TINY = dict(frame_size=8, patch_size=4, embed_dim=16, num_heads=2, hidden_dim=32, num_blocks=1)
 
@@ -58,7 +58,8 @@ def backend(exported):
 def test_export_writes_checked_graphs_with_dynamic_dims(exported):
     run, onnx_dir, manifest = exported
     assert set(manifest["graphs"]) == {"tokenizer_encoder", "tokenizer_decoder", "token_latents", "action_encoder",
-                                       "action_latents", "dynamics"}
+                                       "action_latents", "dynamics", "dynamics_prefill", "maskgit_step",
+                                       "maskgit_step_sampled", "dynamics_commit", "decoder_prefill", "decoder_extend"}
     assert manifest["opset"] == 20 and manifest["dtype"] == "fp32" and manifest["batch"] == "dynamic"
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "onnxscript", "wmfast"}
     on_disk = json.load(open(os.path.join(onnx_dir, "manifest.json")))
@@ -71,8 +72,12 @@ def test_export_writes_checked_graphs_with_dynamic_dims(exported):
         assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
         first = proto.graph.input[0].type.tensor_type.shape.dim
         assert first[0].dim_param, f"{name}: batch was specialised"
-        if name != "action_latents":
+        if name in ("tokenizer_encoder", "tokenizer_decoder", "token_latents", "action_encoder", "dynamics",
+                    "dynamics_prefill", "decoder_prefill"):
             assert first[1].dim_param, f"{name}: the frame axis was specialised"
+        cache = {i.name: i.type.tensor_type.shape.dim for i in proto.graph.input}.get("cache_k")
+        if cache is not None:
+            assert cache[1].dim_param and cache[4].dim_param, f"{name}: batch or slots of the cache specialised"
 
 
 def test_parity_report_passes_with_tight_errors(exported):
@@ -83,6 +88,11 @@ def test_parity_report_passes_with_tight_errors(exported):
     assert rows[("tokenizer_decoder", "frames")]["max_abs"] <= 1e-4
     assert rows[("tokenizer_encoder", "indices")]["unexplained"] == 0
     assert rows[("token_latents", "latents")]["max_abs"] == 0
+    for graph in ("dynamics_prefill", "dynamics_commit", "decoder_prefill"):
+        assert rows[(graph, "k")]["max_abs"] <= 1e-4 and rows[(graph, "v")]["max_abs"] <= 1e-4
+    for graph in ("maskgit_step", "maskgit_step_sampled"):
+        assert rows[(graph, "next_tokens")]["max_abs"] == 0 and rows[(graph, "next_masked")]["max_abs"] == 0
+    assert rows[("decoder_extend", "frames")]["max_abs"] <= 1e-4
     assert report["rollout"]["passed"] and report["rollout"]["eager_loop_vs_reference_max_abs"] <= 1e-6
 
 
@@ -90,43 +100,36 @@ def test_parity_report_passes_with_tight_errors(exported):
 def test_one_graph_runs_batch_1_and_3(exported, backend, batch):
     run = exported[0]
     model = wmfast.load(run)
-    eager = EagerGraphBackend(model)
+    eager = eager_graphs(model)
     inputs = parity_inputs(model, batch, 4, torch.Generator().manual_seed(batch))
     for name, args in inputs.items():
-        want, got = eager.run(name, *args), backend.graph(name)(*args)
+        want, got = run_eager(eager, name, *args), backend.graph(name)(*args)
         assert len(want) == len(got)
         for w, g in zip(want, got):
             assert g.shape == w.shape and g.dtype == w.dtype, name
             if w.is_floating_point():
                 assert (g - w).abs().max() <= 1e-4, name
     # Token outputs: exact here (random inputs are nowhere near a rounding tie at 1e-7).
-    assert torch.equal(backend.encode(inputs["tokenizer_encoder"][0]), eager.encode(inputs["tokenizer_encoder"][0]))
+    assert torch.equal(backend.encode(inputs["tokenizer_encoder"][0]), run_eager(eager, "tokenizer_encoder",
+                                                                                 inputs["tokenizer_encoder"][0])[0])
 
 
-def test_onnx_rollout_equals_eager_at_temperature_zero(exported, backend):
+@pytest.mark.parametrize("mode,temperature", [("compat", 0.0), ("fast", 0.0), ("compat", 1.0), ("fast", 1.0)])
+def test_world_with_onnx_backend_gives_the_eager_tokens_every_frame(exported, mode, temperature):
     run = exported[0]
     model = wmfast.load(run)
-    g = torch.Generator().manual_seed(7)
-    context = torch.rand(3, 2, 3, 8, 8, generator=g) * 2 - 1
-    ids = torch.randint(0, 4, (3, 3), generator=g)
-    want = reference_rollout(model, context, ids, steps=4)
-    got = backend_rollout(backend, context, ids, steps=4)
-    eager = backend_rollout(EagerGraphBackend(model), context, ids, steps=4)
-    assert torch.equal(got["latents"], eager["latents"])               # same tokens, every frame
-    assert (got["frames"] - want).abs().max() <= 1e-4
-
-
-def test_world_with_onnx_backend_matches_eager(exported):
-    World = pytest.importorskip("wmfast.rollout.world").World
-    run = exported[0]
     g = torch.Generator().manual_seed(3)
     context = torch.rand(2, 3, 3, 8, 8, generator=g) * 2 - 1
-    ids = torch.randint(0, 4, (2, 3), generator=g)
-    eager = World.load(run, device="cpu", backend="eager", steps=4).reset(context)
-    onnx_world = World.load(run, device="cpu", backend="onnx", steps=4).reset(context)
-    want, got = eager.rollout(ids), onnx_world.rollout(ids)
-    assert torch.equal(onnx_world.tokens, eager.tokens)
-    assert (got - want).abs().max() <= 1e-4
+    ids = torch.randint(0, 4, (2, 5), generator=g)                     # 5 frames: the ring wraps in fast mode
+    kwargs = dict(device="cpu", mode=mode, steps=4, temperature=temperature, seed=5)
+    eager = World.load(run, backend="eager", **kwargs).reset(context)
+    onnx_world = World.load(run, backend="onnx", **kwargs).reset(context)
+    for i in range(ids.shape[1]):
+        want, got = eager.step(ids[:, i]), onnx_world.step(ids[:, i])
+        assert torch.equal(onnx_world.tokens, eager.tokens), f"frame {i}"
+        assert (got - want).abs().max() <= 1e-4
+    if mode == "compat" and temperature == 0:
+        assert (onnx_world.reset(context).rollout(ids) - reference_rollout(model, context, ids, steps=4)).abs().max() <= 1e-4
 
 
 def test_corrupted_onnx_file_gives_a_clear_error(exported, tmp_path):
@@ -172,7 +175,11 @@ def test_bad_inputs_to_a_graph_are_clear_errors(backend):
     with pytest.raises(WmfastError, match="tokenizer_encoder: frames must have shape"):
         backend.encode(torch.zeros(1, 2, 3, 16, 16))
     with pytest.raises(WmfastError, match="dynamics: latents must have shape"):
-        backend.dynamics_logits(torch.zeros(1, 3, 4, 3), torch.zeros(1, 1, 2))
+        backend.graph("dynamics")(torch.zeros(1, 3, 4, 3), torch.zeros(1, 1, 2))
+    with pytest.raises(WmfastError, match="maskgit_step: inputs disagree on batch"):
+        cache = backend.new_cache("dynamics", 2, 3)
+        backend.maskgit_step(torch.zeros(1, 1, 4, 3), torch.ones(1, 4, dtype=torch.bool), torch.zeros(1, 4).long(),
+                             torch.tensor(2), torch.zeros(1, 1, 2), cache, torch.zeros(1, 16))
 
 
 def test_cli_parity_exits_zero_on_a_good_export(exported, capsys):
@@ -191,8 +198,8 @@ def test_static_batch_export_and_bad_arguments(tmp_path):
     assert backend.latents(torch.zeros(2, 3, 4, dtype=torch.long)).shape == (2, 3, 4, 3)
     with pytest.raises(WmfastError, match="token_latents: indices must have shape"):
         backend.latents(torch.zeros(3, 3, 4, dtype=torch.long))
-    with pytest.raises(WmfastError, match="no 'dynamics' graph"):
-        backend.dynamics_logits(torch.zeros(2, 2, 4, 3), torch.zeros(2, 1, 2))
+    with pytest.raises(WmfastError, match="no 'maskgit_step' graph"):
+        backend.maskgit_step(torch.zeros(2, 1, 4, 3), None, None, None, None, KVCache(1, 2, 4, 2, 3, 8), None)
     with pytest.raises(WmfastError, match="batch must be"):
         export_run(run, batch="big")
     with pytest.raises(WmfastError, match="has no dynamics stage"):

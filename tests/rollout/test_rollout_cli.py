@@ -47,6 +47,51 @@ def test_rollout_cli_bad_actions_exit_2(tiny, capsys):
     assert main(["rollout", "--run", run, "--actions", "up", "--data", data, "--out", str(root / "x.gif")]) == 2
 
 
+def test_rollout_cli_game_action_names_go_through_the_action_map(tiny, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from wmfast import World
+    from wmfast.action_map import ActionMap
+    from wmfast.rollout.play import render_rollout
+
+    root, run, data = tiny
+    run2 = tmp_path / "run"
+    shutil.copytree(run, run2)
+    out = str(tmp_path / "x.gif")
+    # no action map yet: names are game actions, so the error says how to make one
+    assert main(["rollout", "--run", str(run2), "--actions", "UP,LEFT", "--data", data, "--out", out]) == 2
+    assert "action_map.json" in capsys.readouterr().err
+    # NOOP -> latent 2, UP -> 0, LEFT -> 3 (the most frequent code per game action)
+    ActionMap([[0, 1, 5, 0], [4, 0, 0, 1], [0, 0, 1, 3]], ["NOOP", "UP", "LEFT"]).save(run2)
+    r = render_rollout(str(run2), "UP,up,LEFT", out, steps=2, data=data)
+    assert r["action_space"] == "game" and r["actions"] == [1, 1, 2] and r["action_names"] == ["UP", "UP", "LEFT"]
+    # the frames are those of the mapped latent ids
+    from wmfast.rollout.play import episode_frames
+
+    world = World.load(str(run2), mode="compat", steps=2)
+    context = episode_frames(data, 0, world.C, world.frame_size)
+    want = world.reset(context).rollout(torch.tensor([[0, 0, 3]]))
+    got = World.load(str(run2), mode="compat", steps=2, actions="game").reset(context).rollout(torch.tensor([[1, 1, 2]]))
+    assert torch.equal(want, got)
+    # numbers alone stay latent ids; --action-space game reads them as game ids
+    assert render_rollout(str(run2), "1,2", out, steps=1, data=data)["action_space"] == "latent"
+    assert main(["rollout", "--run", str(run2), "--actions", "1,2", "--action-space", "game", "--steps", "1",
+                 "--data", data, "--out", out]) == 0
+    capsys.readouterr()
+    assert main(["rollout", "--run", str(run2), "--actions", "UP,JUMP", "--data", data, "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown game action 'JUMP'" in err and "NOOP" in err and len(err.splitlines()) == 1
+    assert main(["rollout", "--run", str(run2), "--actions", "3", "--action-space", "game", "--data", data,
+                 "--out", out]) == 2
+    # play with game actions: digit keys are game ids, shown by name
+    text = io.StringIO()
+    assert play(str(run2), data=data, steps=1, stdin=io.StringIO("12q"), stdout=text,
+                action_space="game")["frames"] == 2
+    assert "1=UP" in text.getvalue() and "action 2 LEFT" in text.getvalue()
+
+
 def test_play_reads_keys_until_q_and_writes_frames(tiny):
     root, run, data = tiny
     out = io.StringIO()
@@ -77,7 +122,7 @@ def test_bench_rollout_speed_rows_report_the_compat_check(monkeypatch, tmp_path)
     import wmfast.bench.rollout as bench
 
     monkeypatch.setitem(bench.SHAPES, "small", SIZES)
-    rows = bench.speed_rows("small", batch=2, frames=2, warmup=False)
+    rows = bench.speed_rows("small", batch=2, frames=2, reps=1)
     assert [r["setting"] for r in rows] == ["reference", *bench.SETTINGS]
     compat = rows[1]
     assert compat["identical_to_reference"] is True and compat["ms_per_frame"] > 0

@@ -4,8 +4,8 @@ import torch
 
 from wmfast import World, WmfastError
 from wmfast.nn.pe import temporal_pe
-from wmfast.rollout.backends import EagerBackend
-from wmfast.rollout.cache import FrameKVCache
+from wmfast.models.dynamics import choose_tokens
+from wmfast.rollout.backends import BACKENDS, TorchBackend, register_backend
 from wmfast.rollout.reference import reference_rollout
 from wmfast.rollout.shapes import random_world_model
 
@@ -47,73 +47,85 @@ def test_compat_equals_reference_frame_for_frame(shape, seed):
             assert torch.equal(world.step(ids[:, i]), want[:, i]), f"frame {i} differs (t0={t0})"
 
 
-class ProtocolOnly:
-    """A backend with only the six protocol methods (like the ONNX backend): no cached entry points."""
-
-    def __init__(self, model):
-        self.inner = EagerBackend(model)
-
-    def __getattr__(self, name):
-        if name in ("encode", "latents", "lam_encode", "action_latents", "dynamics_logits", "decode"):
-            return getattr(self.inner, name)
-        raise AttributeError(name)
-
-
-def test_protocol_only_backend_runs_the_uncached_loop_with_the_same_frames():
+def test_backend_registry_and_protocol_check():
     model = random_world_model(**SMALL)
-    context, ids = frames_for(model, 2, 3), ids_for(model, 2, 3)
-    want = reference_rollout(model, context, ids, steps=5)
-    world = World(model, device="cpu", backend=ProtocolOnly(model), steps=5)
-    assert not world.cached
-    assert torch.equal(world.reset(context).rollout(ids), want)
-    with pytest.raises(WmfastError, match="stream=True"):
-        World(model, device="cpu", backend=ProtocolOnly(model), mode="fast", stream=True)
+    assert isinstance(World(model, device="cpu").backend, TorchBackend)
+    with pytest.raises(WmfastError, match="lacks"):
+        World(model, device="cpu", backend=object())
+    register_backend("mine", lambda m, device, options=None: TorchBackend.create(m, device))
+    try:
+        context, ids = frames_for(model, 2, 3), ids_for(model, 2, 2)
+        want = World(model, device="cpu", steps=3).reset(context).rollout(ids)
+        assert torch.equal(World(model, device="cpu", backend="mine", steps=3).reset(context).rollout(ids), want)
+    finally:
+        BACKENDS.pop("mine")
 
 
-def test_cached_logits_equal_uncached_logits():
+def test_prefill_extend_equal_the_uncached_forward():
     model = random_world_model(**SMALL)
-    be, dyn = EagerBackend(model), model.dynamics
+    dyn, dec = model.dynamics, model.tokenizer.decoder
     B, T, P, L = 2, 4, dyn.config.num_patches, dyn.config.latent_dim
     lat = model.tokenizer.quantizer.latents(torch.randint(0, dyn.config.codebook_size, (B, T, P)))
     act = torch.randn(B, T - 1, dyn.config.conditioning_dim)
     pe = temporal_pe(T, dyn.config.embed_dim)
     with torch.no_grad():
-        full = be.dynamics_logits(lat, act)                                        # [B, T, P, K]
-        past = be.dynamics_prefill(lat[:, :-1], act[:, :-1], pe[:-1])
-        last, kv = be.dynamics_extend(lat[:, -1:], act[:, -1:], past, pe[-1:])
+        full = dyn.logits(lat, act)                                                # [B, T, P, K]
+        cache = dyn.prefill(lat[:, :-1], act[:, :-1], dyn.new_cache(B, 5), pe[:-1])   # 3 of 5 slots valid
+        assert cache.valid.tolist() == [True, True, True, False, False]
+        last, kv = dyn.extend(lat[:, -1:], act[:, -1:], cache.k, cache.v, cache.valid, pe[-1:])
         torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=1e-5)
-        # two new frames at once (causal among themselves) and the prefill's own outputs
-        two, _ = be.dynamics_extend(lat[:, -2:], act[:, -2:], [(k[:, :, :-1], v[:, :, :-1]) for k, v in past],
-                                    pe[-2:])
+        assert kv[0].shape == (len(dyn.transformer.blocks), B, P, 4, 1, dyn.config.embed_dim // 4)
+        # two new frames at once (causal among themselves) against a 2-frame cache
+        two_cache = dyn.prefill(lat[:, :2], act[:, :1], dyn.new_cache(B, 2), pe[:2])
+        two, _ = dyn.extend(lat[:, -2:], act[:, -2:], two_cache.k, two_cache.v, two_cache.valid, pe[-2:])
         torch.testing.assert_close(two, full[:, -2:], atol=1e-5, rtol=1e-5)
-        frames = be.decode(lat)
-        dec_past = be.decoder_prefill(lat[:, :-1], temporal_pe(T, model.tokenizer.config.embed_dim)[:-1])
-        new, _ = be.decoder_extend(lat[:, -1:], dec_past, temporal_pe(T, model.tokenizer.config.embed_dim)[-1:])
+        frames = dec(lat)
+        dpe = temporal_pe(T, model.tokenizer.config.embed_dim)
+        dcache = dec.prefill(lat[:, :-1], dec.new_cache(B, 3), dpe[:-1])
+        new, _ = dec.extend(lat[:, -1:], dcache.k, dcache.v, dcache.valid, dpe[-1:])
         torch.testing.assert_close(new[:, 0], frames[:, -1], atol=1e-5, rtol=1e-5)
 
 
 def test_ring_cache_is_attention_over_the_last_frames_in_any_order():
     model = random_world_model(**SMALL)
-    be, dyn = EagerBackend(model), model.dynamics
+    dyn = model.dynamics
     B, P, C = 2, dyn.config.num_patches, 3
     lat = model.tokenizer.quantizer.latents(torch.randint(0, dyn.config.codebook_size, (B, 6, P)))
     act = torch.randn(B, 6, dyn.config.conditioning_dim)
     pe = temporal_pe(C + 1, dyn.config.embed_dim)
     with torch.no_grad():
-        kvs = [be.dynamics_extend(lat[:, i:i + 1], act[:, i:i + 1], None, pe[:1], head=False)[1] for i in range(5)]
-        ring = FrameKVCache(kvs[0], C)
-        for kv in kvs[1:]:
-            ring.write(kv)                                                         # 5 frames into 3 slots
+        kvs = [dyn.extend(lat[:, i:i + 1], act[:, i:i + 1], None, None, None, pe[:1], head=False)[1] for i in range(5)]
+        ring = dyn.new_cache(B, C)
+        for kv in kvs:
+            ring.write(*kv)                                                        # 5 frames into 3 slots
         assert ring.frames == C and bool(ring.valid.all())
-        in_order = [(torch.cat([kvs[i][b][0] for i in (2, 3, 4)], 2), torch.cat([kvs[i][b][1] for i in (2, 3, 4)], 2))
-                    for b in range(len(kvs[0]))]
-        got, _ = be.dynamics_extend(lat[:, 5:], act[:, 5:], ring.past(), pe[C:], ring.valid)
-        want, _ = be.dynamics_extend(lat[:, 5:], act[:, 5:], in_order, pe[C:])
+        in_order = [torch.cat([kvs[i][j] for i in (2, 3, 4)], 4) for j in (0, 1)]
+        got, _ = dyn.extend(lat[:, 5:], act[:, 5:], ring.k, ring.v, ring.valid, pe[C:])
+        want, _ = dyn.extend(lat[:, 5:], act[:, 5:], in_order[0], in_order[1], None, pe[C:])
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-        half = FrameKVCache(kvs[0], C)                                             # 1 of 3 slots valid
-        got, _ = be.dynamics_extend(lat[:, 5:], act[:, 5:], half.past(), pe[1:2], half.valid)
-        want, _ = be.dynamics_extend(lat[:, 5:], act[:, 5:], kvs[0], pe[1:2])
+        half = dyn.new_cache(B, C)
+        half.write(*kvs[0])                                                        # 1 of 3 slots valid
+        got, _ = dyn.extend(lat[:, 5:], act[:, 5:], half.k, half.v, half.valid, pe[1:2])
+        want, _ = dyn.extend(lat[:, 5:], act[:, 5:], kvs[0][0], kvs[0][1], None, pe[1:2])
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_choose_tokens_ranks_like_a_stable_sort():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 40, 7, generator=g)
+    logits[0, 10:20] = logits[0, 10]                   # exact ties in confidence: position order decides
+    masked = torch.rand(3, 40, generator=g) < 0.7
+    for target in (0, 5, 17, 40):
+        _, chosen = choose_tokens(logits, masked, target, min_per_step=2)
+        conf = torch.softmax(logits, -1).max(-1).values.masked_fill(~masked, float("-inf"))
+        order = torch.sort(conf, dim=1, descending=True, stable=True).indices
+        for b in range(3):
+            still = int(masked[b].sum())
+            n = min(max(target - (40 - still), 0), still)
+            n = max(n, 2)
+            want = torch.zeros(40, dtype=torch.bool)
+            want[order[b, :n]] = True
+            assert torch.equal(chosen[b], want & masked[b]), (target, b)
 
 
 def test_fast_mode_equals_compat_until_its_approximations_apply():
@@ -200,6 +212,8 @@ def test_bad_input_gives_one_line_errors():
         World(model, steps=0)
     with pytest.raises(WmfastError, match="backend"):
         World(model, backend="tpu")
+    with pytest.raises(WmfastError, match="stream=True"):
+        World(model, mode="compat", stream=True)
 
 
 @pytest.mark.parametrize("mode", ["compat"])

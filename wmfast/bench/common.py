@@ -53,7 +53,7 @@ def _sync(device: str):
 
 
 def time_fn(fn, *, device: str = "cpu", warmup: int = 2, reps: int = 10, min_time: float = 0.0) -> dict:
-    """Median/min wall time of fn() in milliseconds (synchronising CUDA around each call)."""
+    """Median/min/max wall time of fn() in milliseconds (synchronising CUDA around each call)."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -64,7 +64,31 @@ def time_fn(fn, *, device: str = "cpu", warmup: int = 2, reps: int = 10, min_tim
         fn()
         _sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "reps": len(times)}
+    return summarize(times)
+
+
+def summarize(times: list) -> dict:
+    """Median, min, max and spread ((max - min) / median) of repeated timings in ms."""
+    med = statistics.median(times)
+    return {"median_ms": med, "min_ms": min(times), "max_ms": max(times),
+            "spread": (max(times) - min(times)) / med if med > 0 else 0.0, "reps": len(times)}
+
+
+def time_interleaved(fns: dict, *, device: str = "cpu", warmup: int = 1, reps: int = 5) -> dict:
+    """Time several callables round-robin (rep 1 of each, then rep 2, ...), so a change in machine
+    load hits every contender alike; {name: summarize(...)}."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: summarize(t) for name, t in times.items()}
 
 
 def write_json(report: dict, path):

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from wmfast.bench.common import machine_info, print_table, write_json
+from wmfast.bench.common import machine_info, print_table, time_interleaved, write_json
 from wmfast.errors import WmfastError
 from wmfast.rollout.reference import reference_rollout
 from wmfast.rollout.shapes import SHAPES, random_world_model
@@ -41,14 +41,10 @@ APPROXIMATIONS = {
 }
 
 
-def _timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
-def speed_rows(shape: str, batch: int, frames: int, warmup: bool = True) -> list:
-    """One row per setting: ms per frame (one batched step) and frames/s, plus the compat check."""
+def speed_rows(shape: str, batch: int, frames: int, reps: int = 5) -> list:
+    """One row per setting: ms per frame (median of `reps` rollouts of `frames` frames, timed
+    round-robin over the settings, with min/max/spread) and frames/s, plus the compat check. The
+    untimed first rollout of each setting is its warm-up and gives the frames compared."""
     sizes = SHAPES[shape]
     model = random_world_model(**sizes, seed=0)
     g = torch.Generator().manual_seed(0)
@@ -56,26 +52,23 @@ def speed_rows(shape: str, batch: int, frames: int, warmup: bool = True) -> list
     context = torch.rand(batch, C, 3, S, S, generator=g) * 2 - 1
     ids = torch.randint(0, model.lam.num_actions, (batch, frames), generator=g)
     base = {"shape": shape, "batch": batch, "frames": frames}
+    worlds = {name: World(model, device="cpu", **kwargs) for name, kwargs in SETTINGS.items()}
+    ref = reference_rollout(model, context, ids, steps=REF_STEPS)
+    outs = {name: world.reset(context).rollout(ids) for name, world in worlds.items()}
+    fns = {"reference": lambda: reference_rollout(model, context, ids, steps=REF_STEPS),
+           **{name: (lambda w=world: w.reset(context).rollout(ids)) for name, world in worlds.items()}}
+    timings = time_interleaved(fns, warmup=0, reps=reps)
+    ref_ms = timings["reference"]["median_ms"] / frames
     rows = []
-    if warmup:
-        reference_rollout(model, context, ids[:, :1], steps=REF_STEPS)
-    ref, sec = _timed(lambda: reference_rollout(model, context, ids, steps=REF_STEPS))
-    ref_ms = 1e3 * sec / frames
-    rows.append({**base, "setting": "reference", "steps": REF_STEPS, "ms_per_frame": ref_ms,
-                 "frames_per_s": 1e3 * batch / ref_ms, "speedup": 1.0})
-    for name, kwargs in SETTINGS.items():
-        world = World(model, device="cpu", **kwargs)
-        if warmup:
-            world.reset(context).step(ids[:, 0])
-        world.reset(context)
-        out, sec = _timed(lambda: world.rollout(ids))
-        ms = 1e3 * sec / frames
-        row = {**base, "setting": name, "steps": kwargs["steps"], "ms_per_frame": ms,
-               "frames_per_s": 1e3 * batch / ms, "speedup": ref_ms / ms}
+    for name, t in timings.items():
+        ms = t["median_ms"] / frames
+        row = {**base, "setting": name, "steps": SETTINGS.get(name, {"steps": REF_STEPS})["steps"],
+               "ms_per_frame": ms, "frames_per_s": 1e3 * batch / ms, "speedup": ref_ms / ms,
+               "spread": t["spread"], "reps": t["reps"]}
         if name == "compat":
-            row["identical_to_reference"] = bool(torch.equal(out, ref))
-        else:
-            row["max_abs_diff_vs_reference"] = float((out - ref).abs().max())
+            row["identical_to_reference"] = bool(torch.equal(outs[name], ref))
+        elif name != "reference":
+            row["max_abs_diff_vs_reference"] = float((outs[name] - ref).abs().max())
         rows.append(row)
     return rows
 
@@ -83,13 +76,12 @@ def speed_rows(shape: str, batch: int, frames: int, warmup: bool = True) -> list
 def quality_rows(run, data=None, episodes: int = 8, horizon: int = 8, seed: int = 0) -> list:
     """Quality of each setting on held-out clips of `data` (default: the embedded default game)."""
     import wmfast
-    from wmfast.data import load_dataset
-    from wmfast.demo import default_data
+    from wmfast.data import DEFAULT_GAME, load_dataset
     from wmfast.evaluate import evaluate_world_model, held_out_clips
 
     model = wmfast.load(run)
     C = model.dynamics.config.context_length
-    frames, actions = held_out_clips(load_dataset(data or default_data()), C + horizon, episodes, model.frame_size,
+    frames, actions = held_out_clips(load_dataset(data or f"game:{DEFAULT_GAME}"), C + horizon, episodes, model.frame_size,
                                      seed=seed)
     rows, videos, compat_tokens = [], {}, None
     for name, kwargs in SETTINGS.items():
@@ -135,27 +127,30 @@ def write_rollout_gif(videos: dict, path) -> str:
     return write_video(side_by_side(*(to_uint8(videos[k]) for k in order)), path, fps=4, scale=2)
 
 
-def bench_rollout(json_path=None, run=None, data=None, quick: bool = False, threads: int = None) -> dict:
+def bench_rollout(json_path=None, run=None, data=None, quick: bool = False, threads: int = None, plan=None,
+                  quality: bool = True, reps: int = None) -> dict:
+    """Speed rows for each (shape, batch, frames) of `plan` (default: by `quick`), then, with
+    quality, the quality rows on a trained run (default: the shipped pretrained one)."""
     if threads:
         torch.set_num_threads(threads)
     report = {"benchmark": "rollout", "machine": machine_info("cpu"), "load_average_before": os.getloadavg(),
               "reference": f"reference_rollout, {REF_STEPS} MaskGIT steps, temperature 0",
               "shapes": SHAPES, "settings": SETTINGS, "quick": quick, "speed": [], "quality": None}
-    plan = ([("small", 1, 3), ("small", 32, 2), ("tinyworlds", 1, 2)] if quick else
-            [("small", 1, 4), ("small", 32, 3), ("tinyworlds", 1, 4), ("tinyworlds", 32, 2)])
+    plan = plan or ([("small", 1, 2), ("small", 32, 1), ("tinyworlds", 1, 1)] if quick else
+                    [("small", 1, 3), ("small", 32, 2), ("tinyworlds", 1, 2), ("tinyworlds", 32, 1)])
     from tqdm import tqdm
 
     for shape, batch, frames in tqdm(plan, desc="bench rollout (speed)", unit="config"):
-        report["speed"] += speed_rows(shape, batch, frames, warmup=not (shape == "tinyworlds" and batch > 1))
+        report["speed"] += speed_rows(shape, batch, frames, reps=reps or (3 if quick else 5))
         write_json(report, json_path)
     print_table(report["speed"], ["shape", "batch", "setting", "steps", "ms_per_frame", "frames_per_s", "speedup",
                                   "identical_to_reference"])
-    if run is None:
+    if quality and run is None:
         from wmfast.train import pretrained_run
 
         run = pretrained_run()
-    if run is None:
-        report["quality"] = "skipped: no trained run (pass --run DIR)"
+    if not quality or run is None:
+        report["quality"] = "skipped: no trained run (pass --run DIR)" if quality else "skipped (quality=False)"
         print(report["quality"])
     else:
         if not os.path.isdir(run):

@@ -2,14 +2,17 @@
 
 Methods, all on the same fp32 inputs in this process, each returning indices and codes:
   ours     wmfast.ops.vq_lookup (C++ kernel on CPU, Triton on CUDA; also returns distances)
-  expand   (||c||^2 - 2 z @ c.T).argmin(1), codebook[idx]   ("matmul expansion")
+  expand   addmm(||c||^2, z, c.T, alpha=-2).argmin(1), codebook[idx]   ("matmul expansion", the norm
+           folded into the GEMM: one N x K buffer, the strongest plain-PyTorch form)
   cdist    torch.cdist(z, c).argmin(1), codebook[idx]
   faiss    faiss.IndexFlatL2(D) over the codebook (built outside the timing), search k=1 (CPU)
 Per shape and thread count: median ms, ratio of each baseline's time to ours, GFLOP/s
 (2 N K D per call) as a fraction of the sgemm rate measured in the same rounds, and peak extra
-memory. On CPU that is the peak resident-set growth during one call (Linux VmHWM, reset
-through /proc/self/clear_refs), with glibc's mmap threshold pinned at 64 KiB so freed buffers
-leave the RSS; on CUDA, torch's peak allocated bytes. Both include the outputs (reported
+memory. Timing and memory are separate passes: every shape is timed first (>= 5 interleaved
+rounds, median and spread) with the default allocator; then, on CPU, a fresh process pins glibc's
+mmap threshold at 64 KiB (so freed buffers leave the RSS) and measures each method's peak
+resident-set growth during one call (Linux VmHWM, reset through /proc/self/clear_refs); on CUDA,
+torch's peak allocated bytes. Both include the outputs (reported
 separately as output_mib). A baseline whose
 N x K fp32 score matrix exceeds --max-baseline-gib is skipped and the reason recorded.
 """
@@ -39,7 +42,7 @@ def make_methods(z, codebook):
 
     def expand():
         c2 = codebook.pow(2).sum(-1)                                      # [K]
-        idx = (c2 - 2 * z @ codebook.T).argmin(-1)                        # [N, K] scores, then argmin
+        idx = torch.addmm(c2, z, codebook.T, alpha=-2).argmin(-1)         # one [N, K] score buffer
         return idx, codebook.index_select(0, idx)
 
     def cdist():
@@ -126,13 +129,13 @@ def run_vq_benchmark(json_path=None, threads=(1, 2), quick: bool = False, device
     grid = {**(QUICK_GRID if quick else FULL_GRID), **(grid or {})}
     if quick:
         budget_s = min(budget_s, 0.5)
-    pinned = device == "cpu" and pin_malloc_mmap_threshold()
     shapes = [(N, K, D) for D in grid["D"] for K in grid["K"] for N in grid["N"]]
     report = {
         "benchmark": "vq_lookup", "device": device, "dtype": "float32", "quick": quick,
         "machine": machine_info(device), "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "auto"),
         "memory_method": ("peak RSS growth during one call (VmHWM after /proc/self/clear_refs), glibc mmap "
-                          f"threshold pinned at 64 KiB: {pinned}; includes the outputs") if device == "cpu"
+                          "threshold pinned at 64 KiB in a pass after all timing; includes the outputs")
+        if device == "cpu"
         else "torch.cuda.max_memory_allocated growth during one call; includes the outputs",
         "max_baseline_gib": max_baseline_gib, "sgemm_gflops": {}, "rows": [],
     }
@@ -147,6 +150,8 @@ def run_vq_benchmark(json_path=None, threads=(1, 2), quick: bool = False, device
                 report["rows"].append(bench_shape(N, K, D, nt, device, max_baseline_gib, budget_s))
                 progress.update()
                 write_json(report, json_path)                             # partial results survive a kill
+        memory_pass(report, device)
+        write_json(report, json_path)
     finally:
         progress.close()
         torch.set_num_threads(saved_threads)
@@ -169,12 +174,10 @@ def _set_faiss_threads(n: int):
 
 
 def bench_shape(N, K, D, nt, device, max_baseline_gib, budget_s):
-    """One shape at one thread count. Every method is called once (warm-up, peak memory and
-    its indices), then timed in interleaved rounds (one call of each per round, plus a
-    1024^3 sgemm), so load changes on a shared machine hit every method alike."""
-    gen = torch.Generator().manual_seed(N * 31 + K * 7 + D)
-    z = torch.randn(N, D, generator=gen).to(device)
-    codebook = torch.randn(K, D, generator=gen).to(device)
+    """One shape at one thread count. Every method is called once (warm-up and its indices),
+    then timed in 5 to 7 interleaved rounds (one call of each per round, plus a 1024^3 sgemm),
+    so load changes on a shared machine hit every method alike."""
+    z, codebook = shape_inputs(N, K, D, device)
     methods, missing = make_methods(z, codebook)
     flops = 2.0 * N * K * D
     row = {"N": N, "K": K, "D": D, "threads": nt,
@@ -191,7 +194,9 @@ def bench_shape(N, K, D, nt, device, max_baseline_gib, budget_s):
     first_s, ref_idx = {}, None
     for name, fn in active.items():
         t0 = time.perf_counter()
-        row[f"{name}_peak_mib"], out = peak_extra_mib(fn) if device == "cpu" else peak_extra_cuda_mib(fn)
+        out = fn()
+        if device != "cpu":
+            torch.cuda.synchronize()
         first_s[name] = time.perf_counter() - t0
         idx = out[0].reshape(-1)
         del out
@@ -201,7 +206,7 @@ def bench_shape(N, K, D, nt, device, max_baseline_gib, budget_s):
             row[f"{name}_index_agreement"] = float((idx == ref_idx).float().mean())
     a = torch.randn(1024, 1024, device=device)
     timed = {**active, "sgemm": lambda: a @ a}
-    rounds = int(max(1, min(7, 3 * budget_s // max(max(first_s.values()), 1e-6))))
+    rounds = int(max(5, min(7, 3 * budget_s // max(max(first_s.values()), 1e-6))))
     samples = {name: [] for name in timed}
     for _ in range(rounds):
         for name, fn in timed.items():
@@ -210,12 +215,67 @@ def bench_shape(N, K, D, nt, device, max_baseline_gib, budget_s):
     row["sgemm_gflops"] = 2 * 1024 ** 3 / (statistics.median(samples.pop("sgemm")) * 1e-3) / 1e9
     for name, times in samples.items():
         row[f"{name}_ms"] = statistics.median(times)
+        row[f"{name}_spread"] = (max(times) - min(times)) / row[f"{name}_ms"]
         row[f"{name}_gflops"] = flops / (row[f"{name}_ms"] * 1e-3) / 1e9
         row[f"{name}_frac_sgemm"] = row[f"{name}_gflops"] / row["sgemm_gflops"]
     for name in samples:
         if name != "ours" and "ours_ms" in row:
             row[f"x_{name}"] = row[f"{name}_ms"] / row["ours_ms"]       # > 1: ours is faster
     return row
+
+
+def shape_inputs(N, K, D, device):
+    gen = torch.Generator().manual_seed(N * 31 + K * 7 + D)
+    return torch.randn(N, D, generator=gen).to(device), torch.randn(K, D, generator=gen).to(device)
+
+
+def memory_pass(report, device):
+    """Peak memory of every timed method, measured apart from the timing: on CPU in a fresh process
+    with the mmap threshold pinned (a pinned allocator would slow the timed calls, and memory the
+    timing pass freed would hide RSS growth)."""
+    if device != "cpu":
+        for row in report["rows"]:
+            measure_memory(row, device)
+        return
+    import json
+    import subprocess
+    import sys
+
+    code = "from wmfast.bench.vq import memory_worker; memory_worker()"
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(report["rows"]), capture_output=True,
+                          text=True, timeout=3600)
+    if proc.returncode != 0:
+        report["memory_error"] = proc.stderr.strip()[-500:]
+        return
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    report["malloc_pinned_for_memory"] = measured["pinned"]
+    for row, peaks in zip(report["rows"], measured["peaks"]):
+        row.update(peaks)
+
+
+def memory_worker():
+    """memory_pass's fresh process: rows (JSON) on stdin -> {"pinned", "peaks": [{name_peak_mib}]} on stdout."""
+    import json
+    import sys
+
+    pinned = pin_malloc_mmap_threshold()
+    peaks = []
+    for row in json.load(sys.stdin):
+        torch.set_num_threads(row["threads"])
+        measured = {k: v for k, v in row.items() if k in ("N", "K", "D") or k.endswith("_ms")}
+        measure_memory(measured, "cpu")
+        peaks.append({k: v for k, v in measured.items() if k.endswith("_peak_mib")})
+    print(json.dumps({"pinned": pinned, "peaks": peaks}))
+
+
+def measure_memory(row, device):
+    """Peak extra memory of one call of each method that was timed in `row` (the memory pass)."""
+    z, codebook = shape_inputs(row["N"], row["K"], row["D"], device)
+    methods, _ = make_methods(z, codebook)
+    for name in METHODS:
+        if f"{name}_ms" in row:
+            row[f"{name}_peak_mib"], out = (peak_extra_mib if device == "cpu" else peak_extra_cuda_mib)(methods[name])
+            del out
 
 
 def check_targets(rows):

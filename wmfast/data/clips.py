@@ -16,7 +16,14 @@ class ClipSampler:
     size) and actions int64 [B, T-1]: actions[:, t] leads from clip frame t to t+1. With stride > 1
     it is the stored action when the same action was taken on every skipped step, else -1 (unknown).
 
-    `rng` (a numpy Generator) is the only sampling state: save `rng.bit_generator.state` to resume.
+    Training draws `batch_at(step, batch_size, rank, world_size)`: the global batch of a step
+    comes from a stream keyed by (seed, step), and process `rank` of `world_size` takes the
+    contiguous share [rank * b, (rank + 1) * b) of it, so the global batch at step s is the same
+    clips whatever the number of processes, and resuming needs nothing but the step.
+    Per-sample randomness uses `keyed_rng(seed, step, clip)`, clip = position in the global batch.
+
+    `sample(batch_size)` draws from `rng` (a numpy Generator), a sequential stream for other
+    callers: save `rng.bit_generator.state` to resume it.
     """
 
     def __init__(self, ds, clip_len: int, stride: int = 1, frame_size: int = 64, episodes=None, seed: int = 0):
@@ -43,6 +50,7 @@ class ClipSampler:
         self.episode_ids = np.array(ids, np.int64)[keep]
         self.starts = np.array([ds.episodes[e][0] for e in self.episode_ids], np.int64)
         self.cum = np.cumsum(lengths[keep] - self.span + 1)
+        self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -54,9 +62,27 @@ class ClipSampler:
         if batch_size < 1:
             raise WmfastError(f"batch_size must be >= 1, got {batch_size}")
         k = self.rng.integers(len(self), size=batch_size)
+        return self.clips_at(self._clip_starts(k))
+
+    def batch_at(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        """This process's share of the global batch of training step `step` -> (frames [b, T, 3, S, S],
+        actions [b, T-1], clip ids [b] = positions in the global batch), b = batch_size // world_size."""
+        if batch_size < 1 or world_size < 1 or batch_size % world_size:
+            raise WmfastError(f"batch size {batch_size} is the global batch and must split evenly over "
+                              f"{world_size} processes (use a multiple of {world_size})")
+        if not 0 <= rank < world_size:
+            raise WmfastError(f"rank {rank} out of range [0, {world_size})")
+        k = _stream(_CLIPS, self.seed, step).integers(len(self), size=batch_size)   # [batch_size] clip numbers
+        b = batch_size // world_size
+        clip_ids = np.arange(rank * b, (rank + 1) * b)
+        frames, actions = self.clips_at(self._clip_starts(k[clip_ids]))
+        return frames, actions, torch.from_numpy(clip_ids)
+
+    def _clip_starts(self, k: np.ndarray) -> np.ndarray:
+        """Clip numbers in [0, len(self)) -> absolute start frames."""
         ep = np.searchsorted(self.cum, k, side="right")
         offset = k - np.concatenate([[0], self.cum[:-1]])[ep]
-        return self.clips_at(self.starts[ep] + offset)
+        return self.starts[ep] + offset
 
     def episode_clip(self, episode_id: int, start: int, length: int = None):
         """The clip of `length` frames (default clip_len) starting `start` frames into an episode
@@ -94,3 +120,21 @@ class ClipSampler:
         acts = self.ds.actions[window]
         same = (acts == acts[..., :1]).all(-1)
         return np.where(same, acts[..., 0], -1).astype(np.int64)
+
+
+# Separate streams per purpose (numpy seed lists that differ by trailing zeros collide, so
+# every stream starts with its own tag and has a fixed key length).
+_CLIPS, _PER_CLIP, _PER_BATCH = 0, 1, 2
+
+
+def _stream(tag: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([tag] + [int(k) % 2 ** 64 for k in key])
+
+
+def keyed_rng(seed: int, step: int, clip: int = None) -> np.random.Generator:
+    """A random stream that depends only on (seed, step, clip) -- clip = position in the global
+    batch -- or on (seed, step) for one draw per batch (clip None): the same numbers on any
+    process, for any number of processes, after any resume."""
+    if clip is None:
+        return _stream(_PER_BATCH, seed, step)
+    return _stream(_PER_CLIP, seed, step, clip)

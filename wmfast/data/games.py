@@ -267,8 +267,12 @@ DEFAULT_GAME = "maze"
 
 
 def make_game(name: str, seed: int = 0) -> Game:
+    if name == "reach":  # continuous actions (the policy task): its own module, not in GAMES
+        from wmfast.data.reach import Reach
+
+        return Reach(seed)
     if name not in GAMES:
-        raise WmfastError(f"unknown game {name!r}; embedded games: {', '.join(sorted(GAMES))}")
+        raise WmfastError(f"unknown game {name!r}; embedded games: {', '.join(sorted(GAMES) + ['reach'])}")
     return GAMES[name](seed)
 
 
@@ -296,6 +300,10 @@ def generate_game_dataset(name: str, episodes: int, steps_per_episode: int = 100
     """
     from wmfast.data.dataset import write_dataset
 
+    if name == "reach":  # expert episodes until success, continuous actions in their own field
+        from wmfast.data.reach import generate_reach_dataset
+
+        return generate_reach_dataset(episodes, size, seed, out, progress)
     game_cls = type(make_game(name))
     size = check_size(size)
     if episodes < 1 or steps_per_episode < 1:

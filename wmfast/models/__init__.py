@@ -14,6 +14,7 @@ class WorldModel:
 
     def __init__(self, tokenizer=None, lam=None, dynamics=None, path=None):
         self.tokenizer, self.lam, self.dynamics, self.path = tokenizer, lam, dynamics, path
+        self.lapa = None   # LAPA latent-action VQ-VAE when the run has a lapa/ folder (see load)
         check_compatible(tokenizer, lam, dynamics)
 
     def modules(self):
@@ -64,6 +65,12 @@ def load(path, device="cpu") -> WorldModel:
         raise WmfastError(f"no such run directory: {path}")
     found = {s: load_model(os.path.join(path, s), s, device)
              for s in STAGES if os.path.isdir(os.path.join(path, s))}
-    if not found:
-        raise WmfastError(f"{path}: not a wmfast run (no tokenizer/, actions/ or dynamics/ folder)")
-    return WorldModel(found.get("tokenizer"), found.get("actions"), found.get("dynamics"), path=path)
+    lapa = None
+    if os.path.isdir(os.path.join(path, "lapa")):   # a LAPA latent-action VQ-VAE (wmfast.lapa)
+        from wmfast.lapa.train import load_lapa
+        lapa = load_lapa(path, device)
+    if not found and lapa is None:
+        raise WmfastError(f"{path}: not a wmfast run (no tokenizer/, actions/, dynamics/ or lapa/ folder)")
+    m = WorldModel(found.get("tokenizer"), found.get("actions"), found.get("dynamics"), path=path)
+    m.lapa = lapa
+    return m

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from wmfast.config import SpaceTimeConfig
 from wmfast.errors import WmfastError
 from wmfast.nn import FSQ, STTransformer, spatial_pe
-from wmfast.validate import check_tensor, FLOATS
+from wmfast.nn.kv_cache import cache_for, past_of, stack_kv
+from wmfast.validate import check_float_input, check_number, check_same_batch, check_tensor, dtype_of, \
+    FLOATS  # noqa: F401
 
 
 @dataclass
@@ -24,10 +26,22 @@ class DynamicsConfig(SpaceTimeConfig):
     codebook_size: int = 0          # K; 0 means num_bins ** latent_dim (an FSQ tokenizer)
     conditioning_dim: int = 3       # A, the action latent width
     context_length: int = 4         # frames of context the model was trained on (rollouts keep this many)
+    # Share of training clips whose context frames stay unmasked while only the last frame is masked:
+    # rollouts always predict a fully masked frame after a complete context, which tinyworlds' scheme
+    # (every frame masked at the same ratio) rarely shows the model. 0 keeps tinyworlds' training.
+    future_mask_prob: float = 0.0
+    # Loss weight of tokens that differ from the same patch in the previous frame. A moving agent is
+    # one or two tokens of a mostly static frame: at weight 1 the loss barely notices whether the
+    # model put it where the action says. 1 keeps tinyworlds' training.
+    changed_token_weight: float = 1.0
 
     def __post_init__(self):
         if self.codebook_size == 0:
             self.codebook_size = self.num_bins ** self.latent_dim
+        if not 0.0 <= self.future_mask_prob <= 1.0:
+            raise WmfastError(f"future_mask_prob must be in [0, 1], got {self.future_mask_prob}")
+        if self.changed_token_weight <= 0:
+            raise WmfastError(f"changed_token_weight must be > 0, got {self.changed_token_weight}")
 
 
 def unmask_targets(num_tokens: int, steps: int, schedule_k: float) -> list:
@@ -42,6 +56,35 @@ def unmask_targets(num_tokens: int, steps: int, schedule_k: float) -> list:
             torch.tensor(schedule_k, dtype=torch.float32))
         targets.append(int(math.ceil(float(num_tokens * frac))))
     return targets
+
+
+def sampling_noise(shape, device, generator=None):
+    """Exp(1) noise: argmax(probs / noise) draws from probs (the exponential race; no multinomial)."""
+    return torch.empty(shape, device=device).exponential_(generator=generator)
+
+
+def choose_tokens(logits, masked, target, min_per_step: int, temperature=0.0, noise=None):
+    """The MaskGIT selection rule (tinyworlds'), batched with static shapes and no host syncs.
+
+    logits [B, N, K], masked [B, N] bool, target: cumulative unmask target (int or 0-d int64) ->
+    (tokens [B, N], chosen [B, N] bool). Every masked position gets a token (argmax, or with noise
+    [B, N, K] a sample at `temperature`) and a confidence (its max probability); each item unmasks
+    its n most confident masked positions, n = min_per_step at least, up to the target. An item with
+    nothing masked chooses nothing, so running every step is the same as stopping early."""
+    B, N, _ = logits.shape
+    logits = logits.float()
+    probs = F.softmax(logits / temperature if noise is not None else logits, dim=-1)             # [B, N, K]
+    confidence = probs.max(dim=-1).values                                                        # [B, N]
+    tokens = (probs / noise).argmax(dim=-1) if noise is not None else probs.argmax(dim=-1)      # [B, N]
+    still = masked.sum(dim=1)                                                                    # [B]
+    n = (target - (N - still)).clamp(min=0).minimum(still).clamp(min=min_per_step)               # [B]
+    # Rank by confidence, equal confidences in position order (a stable descending sort), counted
+    # pairwise: exact, and exportable (ONNX's TopK is not stable).
+    conf = confidence.masked_fill(~masked, float("-inf"))
+    earlier = torch.ones(N, N, dtype=torch.bool, device=logits.device).tril(-1)                  # [i, j]: j < i
+    ahead = (conf[:, None, :] > conf[:, :, None]) | ((conf[:, None, :] == conf[:, :, None]) & earlier)
+    rank = ahead.sum(dim=-1)                                                                     # [B, N]
+    return tokens, masked & (rank < n[:, None])
 
 
 class DynamicsModel(nn.Module):
@@ -64,26 +107,50 @@ class DynamicsModel(nn.Module):
 
     def forward(self, latents, actions):
         """Logits [B, T, P, K] for every position, no masking."""
-        check_tensor(latents, "latents", ndim=4, dtypes=FLOATS,
-                     last_dims=(self.config.num_patches, self.config.latent_dim))
-        check_tensor(actions, "actions", ndim=3, dtypes=FLOATS, last_dims=(self.config.conditioning_dim,))
+        dt = dtype_of(self)
+        latents = check_float_input(latents, "latents", 4, (self.config.num_patches, self.config.latent_dim), dt)
+        actions = check_float_input(actions, "actions", 3, (self.config.conditioning_dim,), dt)
+        check_same_batch(latents=latents, actions=actions)
         return self.logits(latents, actions)
 
     # -- training -------------------------------------------------------------------------
-    def training_loss(self, latents, indices, actions, generator=None):
+    def training_mask(self, ratio, uniforms, keep_frame, clip_u):
+        """Which tokens a training step masks [B, T, P] (bool): ratio [], uniforms [B, T, P],
+        keep_frame [B, 1, P] (one frame per (b, p) left visible), clip_u [B] (a clip with
+        clip_u < future_mask_prob masks its last frame only)."""
+        T = uniforms.shape[1]
+        frame = torch.arange(T, device=uniforms.device)[None, :, None]
+        mask = (uniforms < ratio) & (frame != keep_frame)
+        if self.config.future_mask_prob > 0:
+            future = (clip_u < self.config.future_mask_prob)[:, None, None]
+            mask = torch.where(future, (uniforms < ratio) & (frame == T - 1), mask)
+        return mask
+
+    def training_loss(self, latents, indices, actions, generator=None, noise=None):
         """MaskGIT loss: mask ratio ~ U[0.5, 1) per batch, one random frame per (b, p) kept.
-        latents [B, T, P, L], indices [B, T, P], actions [B, T-1, A] -> (logits, loss, metrics)."""
+        latents [B, T, P, L], indices [B, T, P], actions [B, T-1, A] -> (logits, loss, metrics).
+        noise: optional (ratio [], uniforms [B, T, P], keep_frame [B, 1, P] int64, clip_u [B]) drawn by the
+        caller (the trainer keys them by (seed, step, clip) so they do not depend on the process count)."""
         B, T, P, _ = latents.shape
         dev = latents.device
-        ratio = 0.5 + 0.5 * torch.rand((), device=dev, generator=generator)
-        mask = torch.rand(B, T, P, device=dev, generator=generator) < ratio                  # [B, T, P]
-        keep_frame = torch.randint(0, T, (B, 1, P), device=dev, generator=generator)
-        mask &= torch.arange(T, device=dev)[None, :, None] != keep_frame
+        if noise is None:
+            ratio = 0.5 + 0.5 * torch.rand((), device=dev, generator=generator)
+            uniforms = torch.rand(B, T, P, device=dev, generator=generator)                  # [B, T, P]
+            keep_frame = torch.randint(0, T, (B, 1, P), device=dev, generator=generator)
+            clip_u = torch.rand(B, device=dev, generator=generator) if self.config.future_mask_prob > 0 else None
+        else:
+            ratio, uniforms, keep_frame, clip_u = noise
+        mask = self.training_mask(ratio, uniforms, keep_frame, clip_u)
         x = torch.where(mask[..., None], self.mask_token.to(latents.dtype), latents)
         logits = self.logits(x, actions)                                                     # [B, T, P, K]
         ce = F.cross_entropy(logits.float().flatten(0, 2), indices.flatten(), reduction="none")
         m = mask.flatten().float()
-        loss = (ce * m).sum() / m.sum().clamp(min=1)
+        w = ce.new_ones(())
+        if self.config.changed_token_weight != 1.0:
+            changed = torch.cat([torch.zeros_like(indices[:, :1], dtype=torch.bool),
+                                 indices[:, 1:] != indices[:, :-1]], 1)                      # [B, T, P]
+            w = 1 + (self.config.changed_token_weight - 1) * changed.flatten().float()
+        loss = (ce * m * w).sum() / m.sum().clamp(min=1)
         acc = ((logits.argmax(-1) == indices).flatten().float() * m).sum() / m.sum().clamp(min=1)
         return logits, loss, {"masked_accuracy": acc.detach(), "mask_ratio": ratio.detach()}
 
@@ -95,16 +162,17 @@ class DynamicsModel(nn.Module):
 
         Batched, with tinyworlds' per-item unmasking rule and no per-item Python loops.
         latents_fn maps token indices to latents (default: this model's FSQ)."""
-        check_tensor(lat_ctx, "lat_ctx", ndim=4, dtypes=FLOATS,
-                     last_dims=(self.config.num_patches, self.config.latent_dim))
+        dt = dtype_of(self)
+        check_number(steps, "steps", lo=1, integer=True)
+        check_number(horizon, "horizon", lo=1, integer=True)
+        check_number(temperature, "temperature", lo=0)
+        lat_ctx = check_float_input(lat_ctx, "lat_ctx", 4, (self.config.num_patches, self.config.latent_dim), dt)
         B, Tc, P, L = lat_ctx.shape
         T = Tc + horizon
-        check_tensor(actions, "actions", ndim=3, dtypes=FLOATS, last_dims=(self.config.conditioning_dim,))
+        actions = check_float_input(actions, "actions", 3, (self.config.conditioning_dim,), dt)
         if actions.shape[0] != B or actions.shape[1] not in (T - 1, T):
             raise WmfastError(f"actions must be [B={B}, {T - 1}, A] for {Tc} context frames + horizon {horizon}, "
                               f"got {tuple(actions.shape)}")
-        if steps < 1 or horizon < 1:
-            raise WmfastError(f"steps and horizon must be >= 1, got steps={steps}, horizon={horizon}")
         latents_fn = latents_fn or self.fsq.latents
         N = horizon * P
         x = torch.cat([lat_ctx.float(), self.mask_token.float().expand(B, horizon, P, L)], dim=1)  # [B, T, P, L]
@@ -122,20 +190,9 @@ class DynamicsModel(nn.Module):
     def _unmask_step(self, x, actions, masked, target, min_per_step, temperature, latents_fn, generator):
         B, T, P, L = x.shape
         N = masked.shape[1]
-        logits = self.logits(x, actions)[:, T - N // P:].flatten(1, 2).float()                     # [B, N, K]
-        probs = F.softmax(logits / temperature if temperature > 0 else logits, dim=-1)
-        confidence = probs.max(dim=-1).values                                                      # [B, N]
-        if temperature > 0:
-            tokens = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(B, N)
-        else:
-            tokens = probs.argmax(dim=-1)
-        still = masked.sum(dim=1)                                                                  # [B]
-        n = (target - (N - still)).clamp(min=0).minimum(still).clamp(min=min_per_step)             # [B]
-        # Rank the masked positions by confidence (stable: equal confidences keep (h, p) order).
-        conf = confidence.masked_fill(~masked, float("-inf"))
-        order = torch.sort(conf, dim=1, descending=True, stable=True).indices
-        rank = torch.empty_like(order).scatter_(1, order, torch.arange(N, device=x.device).expand(B, N))
-        chosen = masked & (rank < n[:, None])
+        logits = self.logits(x, actions)[:, T - N // P:].flatten(1, 2)                             # [B, N, K]
+        noise = sampling_noise(logits.shape, x.device, generator) if temperature > 0 else None
+        tokens, chosen = choose_tokens(logits, masked, target, min_per_step, temperature, noise)
         return self._write(x, tokens, chosen, latents_fn), masked & ~chosen
 
     @staticmethod
@@ -146,3 +203,39 @@ class DynamicsModel(nn.Module):
         horizon = x[:, T - N // P:].reshape(B, N, L)
         new = torch.where(where[..., None], latents_fn(tokens).to(x.dtype), horizon)
         return torch.cat([x[:, : T - N // P], new.view(B, N // P, P, L)], dim=1)
+
+    # -- cached inference (rollout engines) ---------------------------------------------------
+    # The temporal attention is causal, so context frames never see the frame being generated:
+    # their keys/values are computed once (prefill) and each MaskGIT step runs only the new frame's
+    # P tokens against them (extend). pe: the frames' rows of temporal_pe [T, E] (absolute).
+    def new_cache(self, batch: int, slots: int, device=None):
+        """A KVCache for `batch` items and `slots` context frames, allocated once and reused."""
+        return cache_for(self.transformer, batch, self.config.num_patches, slots, device)
+
+    def context_kv(self, lat, act, pe):
+        """lat [B, T, P, L], act [B, T-1, A] -> (k, v) [blocks, B, P, H, T, Dh] of those frames."""
+        x = self.latent_embed(lat) + self.pos                                                      # [B, T, P, E]
+        return stack_kv(self.transformer.forward_cached(x, pe, act)[1], lat.shape[0])
+
+    def prefill(self, lat, act, cache, pe):
+        """Write the context frames' keys/values into the (cleared) cache; returns the cache."""
+        cache.clear().write(*self.context_kv(lat, act, pe))
+        return cache
+
+    def extend(self, lat, act, cache_k, cache_v, valid, pe, head: bool = True, kv: bool = True):
+        """New frames lat [B, Tn, P, L] with actions act [B, Tn, A] attending to cached frames
+        (cache_k/v [blocks, B, P, H, slots, Dh], valid [slots] bool; None: no cached frames) ->
+        (logits [B, Tn, P, K] or None, (k, v) [blocks, B, P, H, Tn, Dh] of the new frames or None)."""
+        x = self.latent_embed(lat) + self.pos                                                      # [B, Tn, P, E]
+        x, kvs = self.transformer.forward_cached(x, pe, act, past_of(cache_k, cache_v), valid)
+        return (self.output_mlp(x) if head else None), (stack_kv(kvs, lat.shape[0]) if kv else None)
+
+    def maskgit_step(self, x, masked, tokens, target, act, cache_k, cache_v, valid, pe, latents_fn,
+                     noise=None, temperature=1.0):
+        """One MaskGIT step on the new frame only: x [B, 1, P, L] (mask token where still masked),
+        masked [B, P] bool, tokens [B, P] int64, target 0-d int64, act [B, 1, A] -> (x, masked, tokens)."""
+        P = self.config.num_patches
+        logits, _ = self.extend(x, act, cache_k, cache_v, valid, pe, kv=False)                    # [B, 1, P, K]
+        new, chosen = choose_tokens(logits[:, 0], masked, target, max(P // 16, 1), temperature, noise)
+        x = torch.where(chosen[:, None, :, None], latents_fn(new[:, None]).to(x.dtype), x)
+        return x, masked & ~chosen, torch.where(chosen, new, tokens)

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from wmfast.config import SpaceTimeConfig
 from wmfast.nn import PatchEmbedding, PixelHead, STTransformer, spatial_pe
+from wmfast.nn.kv_cache import cache_for, past_of, stack_kv
 from wmfast.nn.quantizers import make_quantizer
-from wmfast.validate import check_frames, check_indices, check_tensor, FLOATS
+from wmfast.validate import check_float_input, check_frames, check_indices, check_tensor, FLOATS  # noqa: F401
 
 
 @dataclass
@@ -54,6 +55,25 @@ class TokenizerDecoder(nn.Module):
         x = self.transformer(x)
         return self.frame_head(x)                  # [B, T, 3, H, W]
 
+    # -- cached inference (streaming rollouts): as DynamicsModel.prefill / extend ----------------
+    def new_cache(self, batch: int, slots: int, device=None):
+        return cache_for(self.transformer, batch, self.pos.shape[1], slots, device)
+
+    def context_kv(self, latents, pe):
+        """latents [B, T, P, L], pe [T, E] -> (k, v) [blocks, B, P, H, T, Dh] of those frames."""
+        return stack_kv(self.transformer.forward_cached(self.latent_embed(latents) + self.pos, pe)[1], latents.shape[0])
+
+    def prefill(self, latents, cache, pe):
+        cache.clear().write(*self.context_kv(latents, pe))
+        return cache
+
+    def extend(self, latents, cache_k, cache_v, valid, pe):
+        """New frames' latents [B, Tn, P, L] against cached frames -> (frames [B, Tn, 3, H, W],
+        (k, v) [blocks, B, P, H, Tn, Dh] of the new frames)."""
+        x, kvs = self.transformer.forward_cached(self.latent_embed(latents) + self.pos, pe, None,
+                                                 past_of(cache_k, cache_v), valid)
+        return self.frame_head(x), stack_kv(kvs, latents.shape[0])
+
 
 class VideoTokenizer(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
@@ -73,25 +93,25 @@ class VideoTokenizer(nn.Module):
         return recon, rec_loss + q_loss, {"recon_loss": rec_loss.detach(), "indices": self.quantizer.indices(q.detach())}
 
     # -- public inference API ---------------------------------------------------------------
+    # check=False skips validation (engines that checked their inputs once: generated frames may
+    # stray slightly outside [-1, 1] and go back in as they are, as in tinyworlds).
     @torch.no_grad()
-    def encode(self, frames):
+    def encode(self, frames, check: bool = True):
         """frames [B, T, 3, H, W] float in [-1, 1] -> token indices [B, T, P] int64."""
-        check_frames(frames, self.config.frame_size)
-        return self.encode_indices(frames.float())
-
-    def encode_indices(self, frames):
-        """Unchecked encode (for engines that validated their inputs once)."""
-        return self.quantizer.indices(self.quantizer.quantize(self.encoder(frames)))
+        if check:
+            check_frames(frames, self.config.frame_size)
+        return self.quantizer.indices(self.quantizer.quantize(self.encoder(frames.float())))
 
     @torch.no_grad()
-    def latents(self, idx):
+    def latents(self, idx, check: bool = True):
         """token indices [B, T, P] -> latents [B, T, P, L]."""
-        check_indices(idx, "token indices", self.config.num_codes)
+        if check:
+            check_indices(idx, "token indices", self.config.num_codes)
         return self.quantizer.latents(idx)
 
     @torch.no_grad()
-    def decode(self, latents):
+    def decode(self, latents, check: bool = True):
         """latents [B, T, P, L] -> frames [B, T, 3, H, W]."""
-        check_tensor(latents, "latents", ndim=4, dtypes=FLOATS,
-                     last_dims=(self.config.num_patches, self.config.latent_dim))
+        if check:
+            latents = check_float_input(latents, "latents", 4, (self.config.num_patches, self.config.latent_dim))
         return self.decoder(latents.float())

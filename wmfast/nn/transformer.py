@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from wmfast.errors import WmfastError
 from wmfast.nn.pe import temporal_pe
+from wmfast.viz import flag as _capture
 
 
 class RMSNorm(nn.Module):
@@ -94,6 +95,8 @@ class Attention(nn.Module):
         k = self.k_proj(seq).reshape(N, L, H, E // H).transpose(1, 2)
         v = self.v_proj(seq).reshape(N, L, H, E // H).transpose(1, 2)
         o = F.scaled_dot_product_attention(q, k, v, is_causal=self.axis == "time")
+        if _capture.active:  # wmfast.viz.capture_attention is open: recompute this call's probabilities
+            _capture.record(self, q, k, causal=self.axis == "time", shape=(B, T, P))
         o = self.out_proj(o.transpose(1, 2).reshape(N, L, E))                  # [N, L, E]
         if self.axis == "space":
             o = o.reshape(B, T, P, E)
@@ -126,6 +129,9 @@ class Attention(nn.Module):
             if Tn > 1 or past_valid is not None:
                 mask = past_and_causal_mask(past[0].shape[2], Tn, past_valid, x.device)   # [Tn, Tc+Tn]
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        if _capture.active:  # wmfast.viz.capture_attention is open: recompute this call's probabilities
+            _capture.record(self, q, k if past is None else keys, causal=past is None, shape=(B, Tn, P),
+                            mask=None if past is None else mask)
         o = self.out_proj(o.transpose(1, 2).reshape(B * P, Tn, E))             # [B*P, Tn, E]
         o = o.reshape(B, P, Tn, E).transpose(1, 2)                             # [B, Tn, P, E]
         return self.norm(x + o, cond), (k, v)

@@ -14,7 +14,11 @@ Options: EMA codebook updates (counts and sums by index_add_, never a one-hot ma
 dead-code reset: every `dead_code_every` training steps, codes chosen fewer than
 `dead_code_threshold` times since the last check are replaced by recent encoder outputs.
 The codebook (and the EMA statistics) are in the state dict, so they are saved with the
-model's safetensors. Metrics: code_usage() -> usage %, perplexity, per-code counts;
+model's safetensors.
+Multi-process training (wmfast.train.distributed): usage counts and EMA sums are summed over
+processes, the recent-output buffer holds every process's outputs, the entropy term uses the
+global mean assignment, and reset codes are broadcast from rank 0, so every process holds the
+same codebook. In one process (or with `distributed_sync = False`) none of this runs. Metrics: code_usage() -> usage %, perplexity, per-code counts;
 plot_code_usage() writes their histogram as a PNG.
 """
 import math
@@ -55,6 +59,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("recent", torch.zeros(0, dim), persistent=False)                 # [<=R, D] recent encoder outputs
         self.recent_size, self.recent_pos, self.steps = recent_size, 0, 0
         self.last_losses = {}
+        self.distributed_sync = True    # set False to keep a copy trained on one process out of collectives
 
     @property
     def codebook_size(self) -> int:
@@ -77,16 +82,31 @@ class VectorQuantizer(nn.Module):
         q_ste = zc + (q - zc).detach()                                          # value of q, gradient of z
         return q_ste.to(z.dtype), sum(losses.values())
 
+    def _dist(self):
+        """wmfast.train.distributed when this module trains in a multi-process group, else None."""
+        if not self.distributed_sync:
+            return None
+        from wmfast.train import distributed  # lazy: wmfast.train imports the models
+
+        return distributed if distributed.is_distributed() else None
+
     def entropy_loss(self, z_flat):
         """Mean per-row assignment entropy minus the entropy of the mean assignment, on a random
-        subsample of rows: low when each row is confident and the codes are used evenly."""
-        if z_flat.shape[0] > self.entropy_rows:
-            z_flat = z_flat[torch.randperm(z_flat.shape[0], device=z_flat.device)[:self.entropy_rows]]
-        d = (z_flat.pow(2).sum(-1, keepdim=True) - 2 * z_flat @ self.codebook.T
-             + self.codebook.pow(2).sum(-1))                                    # [S, K]
+        subsample of rows: low when each row is confident and the codes are used evenly.
+        Across processes: entropy_rows in all, and the mean assignment is the global one."""
+        dist = self._dist()
+        rows = self.entropy_rows if dist is None else max(1, self.entropy_rows // dist.world_size())
+        if z_flat.shape[0] > rows:
+            z_flat = z_flat[torch.randperm(z_flat.shape[0], device=z_flat.device)[:rows]]
+        # An EMA codebook is updated in place after this forward: autograd needs its own copy.
+        codebook = self.codebook.clone() if self.ema else self.codebook
+        d = (z_flat.pow(2).sum(-1, keepdim=True) - 2 * z_flat @ codebook.T
+             + codebook.pow(2).sum(-1))                                         # [S, K]
         p = F.softmax(-d / self.entropy_temperature, dim=-1)                    # [S, K]
         row_entropy = -(p * torch.log(p + 1e-10)).sum(-1).mean()
         mean_p = p.mean(0)
+        if dist is not None:  # equal rows per process: the mean of the means is the global mean
+            mean_p = dist.all_reduce_sum_grad(mean_p) / dist.world_size()
         return row_entropy + (mean_p * torch.log(mean_p + 1e-10)).sum()
 
     @torch.no_grad()
@@ -94,11 +114,22 @@ class VectorQuantizer(nn.Module):
         """Usage counts, the recent-output buffer, the EMA codebook and the dead-code reset."""
         ones = torch.ones_like(idx, dtype=self.counts.dtype)
         batch_counts = torch.zeros_like(self.counts).index_add_(0, idx, ones)   # [K], no one-hot
+        if self.ema:
+            sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, z_flat.to(self.ema_sum.dtype))  # [K, D]
+        dist = self._dist()
+        if dist is not None:
+            # One all-reduce for the counts (and EMA sums); the ring buffer gets every process's rows.
+            packed = torch.cat([batch_counts, sums.flatten().to(batch_counts)]) if self.ema else batch_counts
+            dist.all_reduce_sum(packed)
+            batch_counts = packed[: self.num_codes]
+            if self.ema:
+                sums = packed[self.num_codes:].view_as(sums).to(sums.dtype)
+            if self.dead_code_every > 0:
+                z_flat = dist.all_gather_cat(z_flat)
         self.counts += batch_counts
         self.recent_counts += batch_counts
         self.remember(z_flat)
         if self.ema:
-            sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, z_flat.to(self.ema_sum.dtype))  # [K, D]
             self.ema_count.mul_(self.decay).add_(batch_counts, alpha=1 - self.decay)
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             # Laplace smoothing keeps unused codes from dividing by ~0.
@@ -136,6 +167,9 @@ class VectorQuantizer(nn.Module):
             return 0
         pick = torch.randint(0, self.recent.shape[0], (dead.numel(),), device=dead.device)
         new_codes = self.recent[pick].to(self.codebook.dtype)                   # [n_dead, D]
+        dist = self._dist()
+        if dist is not None:  # the decision is global (summed counts); rank 0's picks win
+            dist.broadcast(new_codes, src=0)
         self.codebook.data[dead] = new_codes
         if self.ema:
             # A revived code restarts its running averages, or the stale ones would pull it back.

@@ -14,10 +14,9 @@ from wmfast.rollout.world import World, frames_to_uint8
 
 def episode_frames(data, episode: int, count: int, frame_size: int):
     """Up to `count` frames from the start of an episode -> float [1, T, 3, S, S] (T >= 1)."""
-    from wmfast.data import ClipSampler, load_dataset
-    from wmfast.demo import default_data
+    from wmfast.data import DEFAULT_GAME, ClipSampler, load_dataset
 
-    ds = load_dataset(data or default_data())
+    ds = load_dataset(data or f"game:{DEFAULT_GAME}")
     if not 0 <= episode < ds.n_episodes:
         raise WmfastError(f"episode {episode} out of range [0, {ds.n_episodes}) in {ds.source}")
     s, e = ds.episodes[episode]
@@ -26,9 +25,11 @@ def episode_frames(data, episode: int, count: int, frame_size: int):
 
 
 def parse_actions(text: str, num_actions: int) -> list:
-    """'0,1,1,3' -> [0, 1, 1, 3] (each checked against the model's action count)."""
+    """'0,1,1,3' -> [0, 1, 1, 3] latent action ids (each checked against the model's action count)."""
+    if "" in text.replace(" ", "").split(","):
+        raise WmfastError(f"--actions has an empty item in {text!r}; write ids separated by single commas, e.g. 0,1,1,3")
     try:
-        ids = [int(a) for a in text.replace(" ", "").split(",") if a != ""]
+        ids = [int(a) for a in text.replace(" ", "").split(",")]
     except ValueError:
         raise WmfastError(f"--actions must be comma-separated integers or 'infer', got {text!r}") from None
     bad = [a for a in ids if not 0 <= a < num_actions]
@@ -37,16 +38,50 @@ def parse_actions(text: str, num_actions: int) -> list:
     return ids
 
 
+ACTION_SPACES = ("auto", "latent", "game")
+
+
+def action_space_of(text: str, action_space: str = "auto") -> str:
+    """Which ids --actions holds: 'game' (names like UP,LEFT, or --action-space game) or 'latent'
+    (numbers alone, the default: latent action ids)."""
+    if action_space not in ACTION_SPACES:
+        raise WmfastError(f"--action-space must be one of {ACTION_SPACES}, got {action_space!r}")
+    if action_space != "auto":
+        return action_space
+    tokens = [t.strip() for t in text.split(",") if t.strip()]
+    return "game" if any(not t.lstrip("-").isdigit() for t in tokens) else "latent"
+
+
+def parse_game_actions(text: str, run) -> tuple:
+    """'UP,UP,LEFT' (names, case-insensitive, or game ids) -> (game action ids, action names), read
+    through RUN/action_map.json (written by `wmfast eval`)."""
+    from wmfast.action_map import ActionMap
+
+    amap = ActionMap.load(run)
+    return amap.parse(text), amap.action_names
+
+
 def render_rollout(run, actions: str, out, steps: int = 10, mode: str = "compat", data=None, episode: int = 0,
                    backend: str = "eager", device="auto", temperature: float = 0.0, seed: int = None,
-                   fps: int = 4) -> dict:
+                   fps: int = 4, action_space: str = "auto") -> dict:
     """Roll a run out from an episode's first C frames and write context + generated frames to out
-    (GIF or MP4), beside the episode's true frames when it has them. actions: '0,1,1,3' or 'infer'
-    (the latent actions the model infers from the true frames, to compare with the truth)."""
+    (GIF or MP4), beside the episode's true frames when it has them. actions: latent ids '0,1,1,3',
+    game actions 'UP,UP,LEFT' (names, or ids with action_space='game', through the run's
+    action_map.json), or 'infer' (the latent actions the model infers from the true frames)."""
+    from wmfast.run_data import resolve_run_data
+    from wmfast.validate import check_output_path
+
+    check_output_path(out, (".gif", ".mp4"), "--out")
+    data = resolve_run_data(run, data)   # default: the data the run was trained on
+    space = "latent" if actions == "infer" else action_space_of(actions, action_space)
+    wanted, names = (None, None)
+    if space == "game":
+        wanted, names = parse_game_actions(actions, run)
     world = World.load(run, device=device, backend=backend, mode=mode, steps=steps, temperature=temperature,
-                       seed=seed)
+                       seed=seed, actions=space)
     C = world.C
-    wanted = None if actions == "infer" else parse_actions(actions, world.num_actions)
+    if space == "latent" and actions != "infer":
+        wanted = parse_actions(actions, world.num_actions)
     n = 64 if wanted is None else len(wanted)
     clip = episode_frames(data, episode, C + n, world.frame_size)                       # [1, T, 3, S, S]
     context, truth = clip[:, :C], clip[:, C:]
@@ -65,8 +100,11 @@ def render_rollout(run, actions: str, out, steps: int = 10, mode: str = "compat"
         k = min(len(real), len(video))
         video = side_by_side(real[:k], video[:k])
     write_video(video, out, fps=fps)
-    return {"out": os.fspath(out), "frames": int(ids.shape[1]), "actions": ids[0].tolist(),
-            "side_by_side": bool(truth.shape[1]), "ms_per_frame": 1e3 * seconds / ids.shape[1], "world": repr(world)}
+    result = {"out": os.fspath(out), "frames": int(ids.shape[1]), "actions": ids[0].tolist(), "action_space": space,
+              "side_by_side": bool(truth.shape[1]), "ms_per_frame": 1e3 * seconds / ids.shape[1], "world": repr(world)}
+    if names is not None:
+        result["action_names"] = [names[i] for i in result["actions"]]
+    return result
 
 
 # -- play ------------------------------------------------------------------------------------
@@ -120,14 +158,32 @@ def read_keys(stream):
 PLAY_HELP = "keys: 0-9 = action id, r = reset, q = quit"
 
 
+def play_help(world) -> str:
+    """The key help; with game actions (action_space='game') it names each key's game action."""
+    if world.action_map is None:
+        return PLAY_HELP
+    keys = " ".join(f"{i}={n}" for i, n in enumerate(world.action_map.action_names[:10]))
+    return f"keys: {keys} (game actions), r = reset, q = quit"
+
+
 def play(run, out=None, ansi: bool = None, data=None, episode: int = 0, mode: str = "fast", steps: int = 4,
-         backend: str = "eager", device="auto", seed: int = None, stdin=None, stdout=None) -> dict:
+         backend: str = "eager", device="auto", seed: int = None, stdin=None, stdout=None,
+         action_space: str = "latent") -> dict:
     """Keys -> actions -> frames. Each frame goes to `out` (PNG: the latest frame; GIF/MP4: the
     whole session, written on exit) and/or to the terminal as ANSI half-block art (default when
-    no out is given), with the frame rate. Exits on 'q' or end of input."""
+    no out is given), with the frame rate. Exits on 'q' or end of input. Digit keys are latent
+    action ids, or with action_space='game' the game's own action ids (through RUN/action_map.json)."""
+    if action_space not in ("latent", "game"):
+        raise WmfastError(f"--action-space for play must be 'latent' or 'game', got {action_space!r}")
+    from wmfast.run_data import resolve_run_data
+    from wmfast.validate import check_output_path
+
+    check_output_path(out, (".png", ".gif", ".mp4"), "--out")
+    data = resolve_run_data(run, data)   # default: the data the run was trained on
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     ansi = (out is None) if ansi is None else ansi
-    world = World.load(run, device=device, mode=mode, steps=steps, backend=backend, seed=seed)
+    world = World.load(run, device=device, mode=mode, steps=steps, backend=backend, seed=seed, actions=action_space)
+    keys_help = play_help(world)
     context = episode_frames(data, episode, world.C, world.frame_size)
     world.reset(context)
     shown = [frames_to_uint8(context[0, -1]).numpy()]
@@ -141,7 +197,7 @@ def play(run, out=None, ansi: bool = None, data=None, episode: int = 0, mode: st
         stdout.write(note + "\n")
         stdout.flush()
 
-    show(shown[0], f"{world!r}\n{PLAY_HELP}")
+    show(shown[0], f"{world!r}\n{keys_help}")
     times = []
     for key in read_keys(stdin):
         if key == "q":
@@ -153,13 +209,14 @@ def play(run, out=None, ansi: bool = None, data=None, episode: int = 0, mode: st
             continue
         if not key.isdigit() or int(key) >= world.num_actions:
             if not key.isspace():
-                stdout.write(f"ignored {key!r} ({PLAY_HELP}; this model has {world.num_actions} actions)\n")
+                stdout.write(f"ignored {key!r} ({keys_help}; this model has {world.num_actions} actions)\n")
             continue
         t0 = time.perf_counter()
         frame = world.step(torch.tensor([int(key)]), as_uint8=True)[0].cpu().numpy()
         times.append(time.perf_counter() - t0)
         shown.append(frame)
-        show(frame, f"action {key}  frame {len(times)}  {1 / times[-1]:.1f} fps "
+        label = f"{key} {world.action_map.action_names[int(key)]}" if world.action_map else key
+        show(frame, f"action {label}  frame {len(times)}  {1 / times[-1]:.1f} fps "
                     f"(mean {len(times) / sum(times):.1f} fps)")
     if out is not None and not live_png:
         write_video(np.stack(shown), out, fps=4)

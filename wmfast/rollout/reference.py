@@ -19,13 +19,13 @@ def reference_step(model, context, action_latent, steps: int = 8, temperature: f
     Inputs are not validated here: generated frames may stray slightly outside [-1, 1] and
     join the context as they are (as in tinyworlds); reference_rollout checks the user's input."""
     tok, lam, dyn = model.tokenizer, model.lam, model.dynamics
-    lat = tok.quantizer.latents(tok.encode_indices(context))               # [B, C, P, L]
+    lat = tok.latents(tok.encode(context, check=False), check=False)       # [B, C, P, L]
     actions = action_latent[:, None]                                       # [B, 1, A]
     if context.shape[1] > 1:
         actions = torch.cat([lam.quantizer.quantize(lam.encoder(context)), actions], 1)   # [B, C, A]
     out = dyn.generate(lat, actions, horizon=1, steps=steps, temperature=temperature,
                        schedule_k=schedule_k, latents_fn=tok.quantizer.latents, generator=generator)
-    return tok.decoder(out)[:, -1]                                         # [B, 3, H, W]
+    return tok.decode(out, check=False)[:, -1]                             # [B, 3, H, W]
 
 
 @torch.no_grad()

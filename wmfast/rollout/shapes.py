@@ -28,3 +28,15 @@ def random_world_model(frame_size=32, patch_size=4, embed_dim=64, num_heads=4, h
     dyn = DynamicsModel(DynamicsConfig(latent_dim=latent_dim, num_bins=num_bins, context_length=context_length,
                                        conditioning_dim=lam.config.action_dim, **body))
     return WorldModel(tok.eval(), lam.eval(), dyn.eval())
+
+
+def save_random_run(run_dir, shape: str = "tinyworlds", seed: int = 0) -> str:
+    """A run directory holding random_world_model(**SHAPES[shape]) (for export benchmarks)."""
+    import os
+
+    from wmfast.checkpoint import save_model
+
+    model = random_world_model(**SHAPES[shape], seed=seed)
+    for stage, module in (("tokenizer", model.tokenizer), ("actions", model.lam), ("dynamics", model.dynamics)):
+        save_model(module, os.path.join(run_dir, stage))
+    return str(run_dir)

@@ -5,14 +5,18 @@
     frame = world.step(action_ids)                       # [B] ids (or [B, A] latent codes) -> [B, 3, H, W]
     video = world.rollout(action_ids)                    # [B, N] -> [B, N, 3, H, W]
 
+The engine is backend-agnostic: it runs the same loop over any rollout backend (see
+wmfast.rollout.backends: "eager" and "compile" run the models' own methods, "onnx" their exported
+graphs), so every backend gives the same tokens at temperature 0.
+
 mode="compat" gives exactly the reference step (wmfast.rollout.reference_step: same tokens at
 temperature 0): the last C frames are re-tokenized and their actions re-inferred every frame, as
 tinyworlds does. It is faster because
   - MaskGIT is batched with static shapes: no per-item loops, no host syncs; all steps run
     (an item with nothing left to unmask chooses nothing, so skipping the early exit is exact);
   - context caching: the dynamics' temporal attention is causal, so during one frame's MaskGIT
-    steps the context frames' activations never change. They run once per frame (prefill) and each
-    MaskGIT step runs only the new frame's P tokens, attending to the cached context keys/values.
+    steps the context frames' activations never change. They run once per frame (prefill into a
+    cache allocated once) and each MaskGIT step runs only the new frame's P tokens against them.
 
 mode="fast" adds named approximations (`wmfast bench rollout` measures the quality cost of each):
   - "token context": the context stays in token space: generated tokens are kept instead of
@@ -27,15 +31,14 @@ import numpy as np
 import torch
 
 from wmfast.errors import WmfastError
+from wmfast.models.dynamics import sampling_noise, unmask_targets
+from wmfast.nn.kv_cache import KVCache
 from wmfast.nn.pe import temporal_pe
-from wmfast.rollout.backends import EagerBackend, check_backend, resolve_device
-from wmfast.rollout.cache import FrameKVCache
-from wmfast.rollout.maskgit import choose_tokens, sampling_noise, schedule_targets
-from wmfast.validate import check_finite, check_frames, check_indices, check_tensor, FLOATS, INTS
+from wmfast.rollout.backends import make_backend, resolve_device
+from wmfast.validate import check_number, check_finite, check_frames, check_indices, check_tensor, FLOATS, INTS
 
 MODES = ("compat", "fast")
 ACTION_SPACES = ("latent", "game")
-BACKENDS = ("eager", "compile", "onnx")
 
 
 def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
@@ -44,11 +47,15 @@ def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
 
 
 class World:
-    """A world model to play: reset(frames), then step(actions) or rollout(actions)."""
+    """A world model to play: reset(frames), then step(actions) or rollout(actions).
+
+    backend: a name registered in wmfast.rollout.backends.BACKENDS ("eager", "compile", "onnx")
+    or an object implementing the rollout backend protocol."""
 
     def __init__(self, model, device="auto", backend="eager", mode: str = "compat", steps: int = 10,
                  temperature: float = 0.0, schedule_k: float = 5.0, seed: int = None, stream: bool = None,
-                 context_length: int = None, compile_options: dict = None, actions: str = "latent"):
+                 context_length: int = None, compile_options: dict = None, actions: str = "latent",
+                 auto_export: bool = False):
         model.require("tokenizer", "actions", "dynamics")
         if actions not in ACTION_SPACES:
             raise WmfastError(f"actions must be one of {ACTION_SPACES}, got {actions!r}")
@@ -56,18 +63,18 @@ class World:
             raise WmfastError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(steps, int) or steps < 1:
             raise WmfastError(f"steps must be an integer >= 1, got {steps!r}")
-        if temperature < 0:
-            raise WmfastError(f"temperature must be >= 0, got {temperature}")
+        check_number(temperature, "temperature", lo=0)
+        check_number(schedule_k, "schedule_k", lo=0, lo_open=True)
+        if stream and mode != "fast":
+            raise WmfastError(f"stream=True needs mode='fast' (mode={mode!r})")
         self.device = resolve_device(device)
         self.mode, self.steps, self.temperature, self.schedule_k, self.seed = mode, steps, float(temperature), schedule_k, seed
+        self.stream = mode == "fast" if stream is None else bool(stream)
         self.backend_name = backend if isinstance(backend, str) else type(backend).__name__
         self.model = model
-        self.backend = self._make_backend(model, backend)
-        self.cached = bool(getattr(self.backend, "supports_cache", False))
-        if stream and (mode != "fast" or not self.cached):
-            raise WmfastError("stream=True needs mode='fast' and a backend with cached entry points "
-                              f"(mode={mode!r}, backend={self.backend_name})")
-        self.stream = self.cached and mode == "fast" if stream is None else bool(stream)
+        if backend == "onnx":   # a missing or stale RUN/onnx is an error unless auto_export=True
+            compile_options = {**(compile_options or {}), "auto_export": bool(auto_export)}
+        self.backend = make_backend(backend, model, self.device, compile_options)
 
         dcfg = model.dynamics.config
         self.C = int(context_length or dcfg.context_length)
@@ -90,17 +97,12 @@ class World:
         self.actions = actions
         self.num_actions = self.action_map.num_game_actions if self.action_map else self.num_latent_actions
         self._mask = model.dynamics.mask_token.detach().float().to(self.device)             # [1, 1, 1, L]
-        self._targets = schedule_targets(self.P, steps, schedule_k, self.device)
-        self._min_per_step = max(self.P // 16, 1)
+        # Cumulative unmask targets as 0-d tensors: one compiled / exported step serves every step.
+        self._targets = [torch.tensor(t, dtype=torch.int64, device=self.device)
+                         for t in unmask_targets(self.P, steps, schedule_k)]
         self._pe_dyn = temporal_pe(self.C + 1, dcfg.embed_dim).to(self.device)                # [C+1, E]
         self._pe_dec = temporal_pe(self.C + 1, model.tokenizer.config.embed_dim).to(self.device)
-        self._step_fn = self._unmask_step
-        if backend == "compile":
-            # One compiled MaskGIT step serves every step (the target is a tensor input). On CUDA,
-            # reduce-overhead replays it as a CUDA graph.
-            options = {"mode": "reduce-overhead" if self.device.type == "cuda" else None, "dynamic": False,
-                       **(compile_options or {})}
-            self._step_fn = torch.compile(self._unmask_step, **options)
+        self._caches = {}           # (which, batch) -> KVCache, allocated once
         self._generator = None
         self._state = None
         self.batch_size = None
@@ -109,27 +111,12 @@ class World:
     @classmethod
     def load(cls, path, device="auto", backend="eager", mode: str = "compat", steps: int = 10,
              temperature: float = 0.0, schedule_k: float = 5.0, seed: int = None, **kwargs) -> "World":
-        """A World over a run directory (backend="onnx" uses <path>/onnx, exporting it first if missing)."""
+        """A World over a run directory (backend="onnx" uses <path>/onnx, made by `wmfast export`;
+        auto_export=True exports it when missing or stale)."""
         import wmfast
 
         model = wmfast.load(path)
         return cls(model, device, backend, mode, steps, temperature, schedule_k, seed, **kwargs)
-
-    def _make_backend(self, model, backend):
-        if backend in ("eager", "compile"):
-            model.to(self.device)
-            for m in model.modules():
-                m.eval()
-            return EagerBackend(model)
-        if backend == "onnx":
-            if not model.path:
-                raise WmfastError("backend='onnx' needs a model loaded from a run directory (World.load(path))")
-            from wmfast.export.runtime import OnnxBackend
-
-            return OnnxBackend.for_run(model.path, device=str(self.device))
-        if isinstance(backend, str):
-            raise WmfastError(f"backend must be one of {BACKENDS} or a backend object, got {backend!r}")
-        return check_backend(backend)
 
     def __repr__(self):
         return (f"World(mode={self.mode}, steps={self.steps}, backend={self.backend_name}, stream={self.stream}, "
@@ -153,8 +140,11 @@ class World:
         act = self._infer_actions(frames)                                                    # [B, Tc-1, A]
         if self.stream:
             Tc = frames.shape[1]
-            self._state = {"dyn": FrameKVCache(be.dynamics_prefill(lat, act, self._pe_dyn[:Tc]), self.C),
-                           "dec": FrameKVCache(be.decoder_prefill(lat, self._pe_dec[:Tc]), self.C)}
+            dyn = be.new_cache("dynamics", self.batch_size, self.C)
+            dec = be.new_cache("decoder", self.batch_size, self.C)
+            be.dynamics_prefill(lat, act, dyn, self._pe_dyn[:Tc])
+            be.decoder_prefill(lat, dec, self._pe_dec[:Tc])
+            self._state = {"dyn": dyn, "dec": dec}
         else:
             self._state = {"lat": lat, "act": act}
         return self
@@ -237,7 +227,6 @@ class World:
     def _step_compat(self, a):
         """The reference step, with the dynamics' context cached across MaskGIT steps."""
         be, window = self.backend, self._state["window"]                                   # [B, Tw, 3, H, W]
-        Tw = window.shape[1]
         lat = be.latents(be.encode(window))                                                 # [B, Tw, P, L]
         ctx_act = self._infer_actions(window)                                               # [B, Tw-1, A]
         new_lat = self._generate(lat, ctx_act, a)                                           # [B, 1, P, L]
@@ -251,12 +240,9 @@ class World:
             dyn, dec = self._state["dyn"], self._state["dec"]
             pos = dyn.frames                                                                # new frame's position
             pe = self._pe_dyn[pos:pos + 1]
-            new_lat = self._maskgit_cached(a, dyn.past(), pe, dyn.valid)                    # [B, 1, P, L]
-            # Commit the finished frame: its own keys/values, with its final tokens.
-            dyn.write(be.dynamics_extend(new_lat, a[:, None], dyn.past(), pe, dyn.valid, head=False)[1])
-            frames, kv = be.decoder_extend(new_lat, dec.past(), self._pe_dec[pos:pos + 1], dec.valid)
-            dec.write(kv)
-            return frames[:, 0]
+            new_lat = self._maskgit(a, dyn, pe)                                             # [B, 1, P, L]
+            be.dynamics_commit(new_lat, a[:, None], dyn, pe)       # the finished frame's keys/values, final tokens
+            return be.decoder_extend(new_lat, dec, self._pe_dec[pos:pos + 1])[:, 0]
         lat, act = self._state["lat"], self._state["act"]                                   # [B, Tw, P, L], [B, Tw-1, A]
         new_lat = self._generate(lat, act, a)
         lat = torch.cat([lat, new_lat], 1)                                                  # [B, Tw+1, P, L]
@@ -266,49 +252,119 @@ class World:
         self._state = {"lat": lat[:, -keep:], "act": act[:, act.shape[1] - (keep - 1):]}
         return frame
 
+    def _cache(self, which: str, batch: int) -> KVCache:
+        """The engine's own cache for the context of one frame (allocated once per batch size)."""
+        key = (which, batch)
+        if key not in self._caches:
+            self._caches[key] = self.backend.new_cache(which, batch, self.C)
+        return self._caches[key]
+
     def _generate(self, lat, ctx_act, a):
         """MaskGIT for one frame after context latents lat [B, Tw, P, L] with actions ctx_act
         [B, Tw-1, A] between them and a [B, A] into the new frame -> new latents [B, 1, P, L]."""
-        if self.cached:
-            Tw = lat.shape[1]
-            past = self.backend.dynamics_prefill(lat, ctx_act, self._pe_dyn[:Tw])
-            return self._maskgit_cached(a, past, self._pe_dyn[Tw:Tw + 1], None)
-        return self._maskgit_full(lat, torch.cat([ctx_act, a[:, None]], 1))
+        Tw = lat.shape[1]
+        cache = self._cache("dynamics", lat.shape[0])
+        self.backend.dynamics_prefill(lat, ctx_act, cache, self._pe_dyn[:Tw])
+        return self._maskgit(a, cache, self._pe_dyn[Tw:Tw + 1])
 
-    def _noise(self, B):
-        if self.temperature <= 0:
-            return None
-        return sampling_noise((B, self.P, self.K), self.device, self._generator)
-
-    def _maskgit_cached(self, a, past, pe, past_valid):
+    def _maskgit(self, a, cache, pe):
         B = a.shape[0]
         x = self._mask.expand(B, 1, self.P, self.L).clone()                                 # [B, 1, P, L]
         masked = torch.ones(B, self.P, dtype=torch.bool, device=self.device)                # [B, P]
         tokens = torch.zeros(B, self.P, dtype=torch.int64, device=self.device)
         act = a[:, None]                                                                    # [B, 1, A]
         for target in self._targets:
-            x, masked, tokens = self._step_fn(x, masked, tokens, target, act, past, pe, past_valid, self._noise(B))
+            noise = None
+            if self.temperature > 0:
+                noise = sampling_noise((B, self.P, self.K), self.device, self._generator)
+            x, masked, tokens = self.backend.maskgit_step(x, masked, tokens, target, act, cache, pe, noise,
+                                                          self.temperature or 1.0)
         self.tokens = tokens
         return x
 
-    def _unmask_step(self, x, masked, tokens, target, act, past, pe, past_valid, noise):
-        """One MaskGIT step on the new frame only: x [B, 1, P, L] -> (x, masked, tokens)."""
-        logits, _ = self.backend.dynamics_extend(x, act, past, pe, past_valid)              # [B, 1, P, K]
-        new, chosen = choose_tokens(logits[:, 0], masked, target, self._min_per_step, self.temperature, noise)
-        x = torch.where(chosen[:, None, :, None], self.backend.latents(new[:, None]).to(x.dtype), x)
-        return x, masked & ~chosen, torch.where(chosen, new, tokens)
+    # == per-row state (for wmfast.serve: many players share one World) ==========================
+    # The server steps, each tick, the rows of whichever players asked for a frame. take_rows()
+    # copies every batch row's rollout state out of the World; put_rows(rows) makes those rows the
+    # World's batch, in the order given. Frame caches are unrolled oldest-first, so a row can go
+    # back into any position of any batch of rows with the same key (same number of context frames).
+    @torch.no_grad()
+    def take_rows(self) -> list:
+        """The current state as one independent RowState per batch row (copies, oldest frame first)."""
+        if self._state is None:
+            raise WmfastError("call world.reset(frames) before world.take_rows()")
+        parts = {name: _split_state_value(value, self.batch_size) for name, value in self._state.items()}
+        tokens = [None] * self.batch_size if self.tokens is None else list(self.tokens.clone().split(1))
+        key = self.row_key()
+        return [RowState(key, {name: rows[i] for name, rows in parts.items()}, tokens[i])
+                for i in range(self.batch_size)]
 
-    def _maskgit_full(self, lat, act):
-        """Uncached MaskGIT over backend.dynamics_logits (for backends without cached entry points)."""
-        B = lat.shape[0]
-        new = self._mask.expand(B, 1, self.P, self.L)
-        masked = torch.ones(B, self.P, dtype=torch.bool, device=self.device)
-        tokens = torch.zeros(B, self.P, dtype=torch.int64, device=self.device)
-        for target in self._targets:
-            logits = self.backend.dynamics_logits(torch.cat([lat, new], 1).contiguous(), act)[:, -1]   # [B, P, K]
-            chosen_tokens, chosen = choose_tokens(logits, masked, target, self._min_per_step, self.temperature,
-                                                  self._noise(B))
-            new = torch.where(chosen[:, None, :, None], self.backend.latents(chosen_tokens[:, None]).to(new.dtype), new)
-            masked, tokens = masked & ~chosen, torch.where(chosen, chosen_tokens, tokens)
-        self.tokens = tokens
-        return new
+    def row_key(self):
+        """The key take_rows() would give every row now (without copying anything)."""
+        if self._state is None:
+            raise WmfastError("call world.reset(frames) before world.row_key()")
+        return (self.mode, self.stream) + tuple((name, _state_value_key(v)) for name, v in self._state.items())
+
+    @torch.no_grad()
+    def put_rows(self, rows) -> "World":
+        """Make rows (RowStates from take_rows of a World of the same model and mode, equal keys)
+        the World's batch; step() then continues each row where it was taken."""
+        rows = list(rows)
+        if not rows or not all(isinstance(r, RowState) for r in rows):
+            raise WmfastError("put_rows needs a non-empty list of RowState (from World.take_rows)")
+        if any(r.key != rows[0].key for r in rows):
+            raise WmfastError(f"put_rows: rows with different keys cannot share a batch: "
+                              f"{sorted({r.key for r in rows}, key=repr)}")
+        if rows[0].key[:2] != (self.mode, self.stream):
+            raise WmfastError(f"put_rows: rows taken from a World with (mode, stream)={rows[0].key[:2]}, "
+                              f"this one has {(self.mode, self.stream)}")
+        self._state = {name: _join_state_value([r.state[name] for r in rows]) for name in rows[0].state}
+        tokens = [r.tokens for r in rows]
+        self.tokens = None if any(t is None for t in tokens) else torch.cat(tokens).to(self.device)
+        self.batch_size = len(rows)
+        return self
+
+
+class RowState:
+    """One batch row's rollout state; rows with equal `key` can be stacked into one batch."""
+
+    def __init__(self, key, state: dict, tokens):
+        self.key, self.state, self.tokens = key, state, tokens
+
+    def __repr__(self):
+        return f"RowState({self.key})"
+
+
+def _state_value_key(value):
+    """What rows must share to be batched: the frames held (a cache) or the per-row shape (a tensor)."""
+    if isinstance(value, KVCache):
+        return ("cache", value.frames)
+    return ("tensor", tuple(value.shape[1:]))
+
+
+def _cache_order(cache: KVCache) -> list:
+    """Ring slots holding frames, oldest first."""
+    if cache.count <= cache.slots:
+        return list(range(cache.count))
+    start = cache.count % cache.slots
+    return list(range(start, cache.slots)) + list(range(start))
+
+
+def _split_state_value(value, batch: int) -> list:
+    """A state entry -> one independent copy per batch row. Cache rows: (k, v) [blocks, 1, P, H, n, Dh]."""
+    if isinstance(value, KVCache):
+        order = torch.tensor(_cache_order(value), device=value.k.device)
+        k, v = value.k[..., order, :], value.v[..., order, :]                             # [blocks, B, P, H, n, Dh]
+        return [("cache", value.slots, (k[:, i:i + 1].clone(), v[:, i:i + 1].clone())) for i in range(batch)]
+    return list(value.clone().split(1))
+
+
+def _join_state_value(rows: list):
+    """The inverse of _split_state_value over a list of rows (one batch)."""
+    if isinstance(rows[0], tuple) and rows[0][0] == "cache":
+        slots = rows[0][1]
+        k, v = torch.cat([r[2][0] for r in rows], 1), torch.cat([r[2][1] for r in rows], 1)   # [blocks, B, P, H, n, Dh]
+        cache = KVCache(k.shape[0], k.shape[1], k.shape[2], k.shape[3], slots, k.shape[5], device=k.device)
+        cache.write(k, v)
+        return cache
+    return torch.cat(rows)
+# == end of per-row state ========================================================================

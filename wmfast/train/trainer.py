@@ -11,20 +11,24 @@ its last finished step first, so resuming loses nothing and matches an uninterru
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn as nn
 from tqdm.auto import tqdm
 
 from wmfast.checkpoint import STAGES, load_config, load_model, load_state_dict_checked, load_torch_safe, \
     save_model, save_torch_atomic
 from wmfast.config import Config, load_json, save_json
 from wmfast.errors import WmfastError
+from wmfast.train import distributed
 from wmfast.train.metrics import StageMetrics, plot_curves
-from wmfast.train.presets import PRESETS
+from wmfast.train.presets import PRESETS, preset_values
 from wmfast.train.schedule import lr_at
 
 TRAIN_STATE, TRAIN_CONFIG, METRICS = "train_state.pt", "train_config.json", "metrics.jsonl"
@@ -72,7 +76,7 @@ def stage_config(stage: str, run_dir: str, train: TrainConfig, overrides: dict):
     unknown = sorted(set(overrides) - _fields(cfg_cls))
     if unknown:
         raise WmfastError(f"unknown {stage} config keys {unknown}")
-    values = {k: v for k, v in PRESETS[train.preset].items() if k in _fields(cfg_cls)}
+    values = preset_values(train.preset, stage, _fields(cfg_cls))
     tok_dir = os.path.join(run_dir, "tokenizer")
     if stage in ("actions", "dynamics") and os.path.isdir(tok_dir):
         _, tok = load_config(tok_dir, "tokenizer")
@@ -110,7 +114,7 @@ class StageStep:
             self.tokenizer = load_model(os.path.join(run_dir, "tokenizer"), "tokenizer", device)
             self.lam = load_model(os.path.join(run_dir, "actions"), "actions", device)
 
-    def __call__(self, model, frames, true_actions):
+    def __call__(self, model, frames, true_actions, noise=None):
         if self.stage == "tokenizer":
             recon, loss, m = model(frames)
             m["mse"] = (recon.detach().float() - frames).pow(2).mean()
@@ -120,10 +124,10 @@ class StageStep:
             m["true_actions"] = true_actions
             return loss, m
         with torch.no_grad():
-            idx = self.tokenizer.encode_indices(frames)                         # [B, T, P]
-            lat = self.tokenizer.quantizer.latents(idx)                         # [B, T, P, L]
-            act = self.lam.quantizer.quantize(self.lam.encoder(frames))         # [B, T-1, A]
-        _, loss, m = model.training_loss(lat, idx, act)
+            idx = self.tokenizer.encode(frames, check=False)                    # [B, T, P]
+            lat = self.tokenizer.latents(idx, check=False)                      # [B, T, P, L]
+            act = self.lam.encode(frames)                                       # [B, T-1, A]
+        _, loss, m = model.training_loss(lat, idx, act, noise=noise)
         return loss, m
 
 
@@ -163,6 +167,32 @@ def _truncate_metrics(path, step):
         f.writelines(lines)
 
 
+class _StopRequest:
+    """Ctrl-C / SIGTERM (torchrun forwards both) ask the loop to stop after the step in flight:
+    every process learns of it through the step's all-reduce, so all stop after the same step and
+    rank 0 saves it. A second Ctrl-C interrupts at once (the last finished step is still saved)."""
+
+    def __init__(self):
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self):
+        def handler(signum, frame):
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.requested = True
+        try:
+            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """A killed run (SIGTERM) gets the same chance as Ctrl-C to save its last step."""
@@ -179,49 +209,194 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _signals_ignored():
+    """While a checkpoint is written: a late signal must not cut it short."""
+    try:
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# -- many processes: one module for DDP, keyed randomness, global step values ------------------
+
+class _StageModule(nn.Module):
+    """The trained model plus its stage's loss as one module, so DDP sees every forward."""
+
+    def __init__(self, net, step_fn):
+        super().__init__()
+        self.net = net
+        self.step_fn = step_fn   # a plain object: the frozen earlier stages are neither trained nor synced
+
+    def forward(self, frames, actions, noise=None):
+        return self.step_fn(self.net, frames, actions, noise)
+
+
+def _maskgit_noise(model, seed: int, step: int, clip_ids, T: int, P: int, device):
+    """MaskGIT randomness for this process's clips: the batch's mask ratio from a stream keyed by
+    (seed, step), each clip's uniforms [T, P], kept frames [1, P] and clip draw from one keyed by
+    (seed, step, clip) -- the same masks for a clip whatever the number of processes.
+    -> ((ratio [], uniforms [b, T, P], keep_frame [b, 1, P], clip_u [b]), number of masked tokens)."""
+    from wmfast.data.clips import keyed_rng
+
+    ratio = np.float32(0.5) + np.float32(0.5) * keyed_rng(seed, step).random(dtype=np.float32)
+    uniforms, keep, clip_u = [], [], []
+    for clip in clip_ids.tolist():
+        g = keyed_rng(seed, step, clip)
+        uniforms.append(g.random((T, P), dtype=np.float32))
+        keep.append(g.integers(0, T, size=(1, P)))
+        clip_u.append(g.random(dtype=np.float32))
+    noise = (torch.tensor(ratio, device=device), torch.from_numpy(np.stack(uniforms)).to(device),
+             torch.from_numpy(np.stack(keep)).to(device), torch.tensor(clip_u, device=device))
+    return noise, int(model.training_mask(*noise).sum())
+
+
+INDEX_KEYS = ("indices", "action_indices", "true_actions")
+
+
+def _global_step(loss, m: dict, weight: float, stop: bool, device):
+    """This process's loss and metrics -> the global batch's (means weighted by each process's
+    share: its clips, or its masked tokens for MaskGIT; code indices gathered), whether any process
+    asked to stop, and the factor that makes DDP's gradient average the global mean's gradient."""
+    keys = [k for k in m if k not in INDEX_KEYS]
+    local = [float(loss.detach())] + [float(m[k]) for k in keys]
+    gathered = {k: m[k] for k in INDEX_KEYS if m.get(k) is not None}
+    if not distributed.is_distributed():
+        return local[0], {**dict(zip(keys, local[1:])), **gathered}, stop, 1.0
+    vec = torch.tensor([x * weight for x in local] + [weight, float(stop)], dtype=torch.float64, device=device)
+    distributed.all_reduce_sum(vec)                                 # one collective for every scalar
+    total = float(vec[-2])
+    values = (vec[:-2] / max(total, 1.0)).tolist()
+    gathered = {k: distributed.all_gather_cat(v) for k, v in gathered.items()}
+    return values[0], {**dict(zip(keys, values[1:])), **gathered}, bool(vec[-1] > 0), \
+        weight * distributed.world_size() / max(total, 1.0)
+
+
 def _autocast(device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def train_stage(stage: str, run_dir: str, data, train: TrainConfig = None, model: dict = None,
-                resume: bool = False, callback=None) -> dict:
+# -- checks before anything is written (issue 19): the run's data, --resume consistency ---------
+
+# TrainConfig fields that shape a run's result: --resume refuses to change them without force.
+RESUME_FIELDS = ("preset", "steps", "lr", "warmup_steps", "batch_size", "clip_len", "stride", "seed",
+                 "weight_decay", "grad_clip", "val_fraction")
+EARLIER = {"tokenizer": (), "actions": ("tokenizer",), "dynamics": ("actions", "tokenizer")}
+
+
+def saved_train_config(run_dir, stage: str):
+    """The TrainConfig a stage was trained with (None when it has none)."""
+    path = os.path.join(run_dir, stage, TRAIN_CONFIG)
+    return TrainConfig.from_dict(load_json(path), source=path) if os.path.exists(path) else None
+
+
+def stage_data(stage: str, run_dir, data, resume: bool, force: bool):
+    """The dataset to train on and its record (saved as STAGE/data.json). data=None: on resume the
+    stage's own data, else the earlier stages' (the default game when there are none); a
+    recorded file that changed since is refused. On resume, other data is refused unless force."""
+    from wmfast.run_data import check_unchanged, data_record, describe, load_data_record, resolve_run_data, \
+        same_data
+
+    folder = os.path.join(run_dir, stage)
+    own = load_data_record(folder) if resume else None
+    if own is not None and data is None:
+        if not force:
+            check_unchanged(own, folder)
+        data = own["data"]
+    elif data is None or not resume:
+        data = resolve_run_data(run_dir, data, EARLIER[stage])
+    if not isinstance(data, (str, os.PathLike)):
+        return data, {"data": str(getattr(data, "meta", {}).get("source", type(data).__name__))}
+    rec = data_record(data)
+    if own is not None and not force and not same_data(rec, own):
+        raise WmfastError(f"cannot resume {folder}: it was trained on {describe(own)}, not --data {describe(rec)}; "
+                          f"drop --data, or pass --resume --force to continue on the new data")
+    return data, rec
+
+
+def resume_config(folder, saved: TrainConfig, requested, cfg, overrides: dict, force: bool) -> TrainConfig:
+    """The TrainConfig a resumed run continues with: the saved one; a requested one must agree on
+    RESUME_FIELDS (force: the requested values win) and --set must agree with the saved model."""
+    clash = {k: (v, getattr(cfg, k, None)) for k, v in (overrides or {}).items() if getattr(cfg, k, None) != v}
+    if clash:
+        k, (want, have) = next(iter(clash.items()))
+        raise WmfastError(f"cannot resume {folder}: --set {k}={want} but the saved model has {k}={have} "
+                          f"(a trained model's config cannot change); drop --set")
+    if requested is None:
+        return saved
+    diff = [k for k in RESUME_FIELDS if getattr(requested, k) != getattr(saved, k)]
+    if diff and not force:
+        k = diff[0]
+        raise WmfastError(f"cannot resume {folder}: {k}={getattr(requested, k)!r} but the run was started with "
+                          f"{k}={getattr(saved, k)!r}{' (and ' + ', '.join(diff[1:]) + ')' if diff[1:] else ''}; "
+                          f"drop the option, or pass --resume --force to continue with the new value")
+    return dataclasses.replace(saved, **{k: getattr(requested, k) for k in diff}, progress=requested.progress)
+
+
+def interrupted_message(stage: str, run_dir, step: int, total: int) -> str:
+    import shlex
+
+    return (f"saved {stage} at step {step} of {total} in {os.path.join(run_dir, stage)}; resume with: "
+            f"wmfast train {stage} --run {shlex.quote(os.fspath(run_dir))} --resume")
+
+
+def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, model: dict = None,
+                resume: bool = False, callback=None, force: bool = False) -> dict:
     """Train one stage into run_dir/<stage>/ and return its final metrics.
 
-    data: a dataset spec for wmfast.data.load_dataset, or a dataset object.
+    data: a dataset spec for wmfast.data.load_dataset, or a dataset object; None: the data the
+    run's earlier stages were trained on (saved in STAGE/data.json), else the default game.
     model: overrides for the stage's config dataclass.
+    resume: continue STAGE/train_state.pt; preset, schedule, --set and data must match the saved
+    run unless force=True.
     callback(step, model): called after every optimizer step (tests use it to interrupt)."""
     from wmfast.data import ClipSampler, load_dataset
 
     if stage not in STAGES:
         raise WmfastError(f"unknown stage {stage!r} (choose from {list(STAGES)})")
-    train = train or TrainConfig()
+    requested = train
+    train = (train or TrainConfig()).validate()
     folder = os.path.join(run_dir, stage)
     state_path = os.path.join(folder, TRAIN_STATE)
     require_earlier_stages(stage, run_dir)
+    data, data_rec = stage_data(stage, run_dir, data, resume and os.path.exists(state_path), force)
     if resume:
         if not os.path.exists(state_path):
             raise WmfastError(f"nothing to resume: {state_path} does not exist")
         saved = TrainConfig.from_dict(load_json(os.path.join(folder, TRAIN_CONFIG)))
-        train = dataclasses.replace(saved, steps=train.steps, progress=train.progress)
         _, cfg = load_config(folder, stage)
+        train = resume_config(folder, saved, requested, cfg, model, force)
     else:
         if os.path.exists(state_path):
             raise WmfastError(f"{folder} already holds a trained {stage}; pass --resume to continue it "
                               f"or choose another --run directory")
         cfg = stage_config(stage, run_dir, train, model or {})
-    device = resolve_device(train.device)
+    # Under torchrun (WORLD_SIZE > 1): join the process group; cuda:LOCAL_RANK + NCCL, or CPU + gloo.
+    created_group = distributed.env_world_size() > 1 and not distributed.is_distributed()
+    device = distributed.setup(train.device) if distributed.env_world_size() > 1 else resolve_device(train.device)
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    distributed.check_divisible(train.batch_size)
     torch.manual_seed(train.seed)
 
-    ds = load_dataset(data) if isinstance(data, (str, os.PathLike)) else data
-    if stage == "actions" and ds.n_actions and ds.n_actions > cfg.n_actions:
+    with distributed.main_first():   # rank 0 generates and caches a game dataset, the others read it
+        ds = load_dataset(data) if isinstance(data, (str, os.PathLike)) else data
+    if main and stage == "actions" and ds.n_actions and ds.n_actions > cfg.n_actions:
         print(f"wmfast: note: the data has {ds.n_actions} true actions, the LAM {cfg.n_actions} codes")
     train_eps, _ = ds.split(train.val_fraction, seed=train.seed)
     sampler = ClipSampler(ds, clip_len=train.clip_len, stride=train.stride, frame_size=cfg.frame_size,
                           episodes=train_eps, seed=train.seed)
 
     net = STAGES[stage][0](cfg).to(device)
+    step_fn = StageStep(stage, run_dir, device)
+    module = distributed.wrap(_StageModule(net, step_fn), device)   # DDP (+ synced BatchNorm) when distributed
     opt = _optimizer(net, train)
     start = 0
     if resume:
@@ -229,50 +404,81 @@ def train_stage(stage: str, run_dir: str, data, train: TrainConfig = None, model
         load_state_dict_checked(net, saved_state["model"], state_path)
         opt.load_state_dict(saved_state["optimizer"])
         start = int(saved_state["step"])
+        if start >= train.steps:
+            raise WmfastError(f"nothing to resume: {folder} finished its {train.steps} steps "
+                              f"(pass --steps N --resume --force to train further)")
         _set_rng_state(sampler, saved_state["rng"])
-        _truncate_metrics(os.path.join(folder, METRICS), start)
+        if main:
+            _truncate_metrics(os.path.join(folder, METRICS), start)
     os.makedirs(folder, exist_ok=True)
-    step_fn = StageStep(stage, run_dir, device)
-    forward = torch.compile(step_fn) if train.compile else step_fn
-    tracker = StageMetrics(stage, net, os.path.join(folder, METRICS))
+    if main:
+        from wmfast.run_data import save_data_record
+
+        save_data_record(folder, data_rec)
+    forward = torch.compile(module) if train.compile else module
+    # Every process keeps the (global) metrics; only rank 0 writes them.
+    tracker = StageMetrics(stage, net, os.path.join(folder, METRICS) if main else os.devnull)
     meta = {"stage": stage, "data": str(data) if isinstance(data, (str, os.PathLike)) else ds.meta.get("source", "")}
 
     net.train()
     step = start
-    bar = tqdm(total=train.steps, initial=start, desc=f"train {stage}", unit="it", disable=not train.progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=train.steps, initial=start, desc=f"train {stage}", unit="it",
+               disable=not (train.progress and main), dynamic_ncols=True)
+    stop, stop_now, finished = _StopRequest(), False, True   # finished: no optimizer step half-done
     try:
-        with _sigterm_as_interrupt():
+        with stop.installed():
             while step < train.steps:
                 t0 = time.perf_counter()
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, train.lr, train.warmup_steps, train.steps)
-                frames, actions = sampler.sample(train.batch_size)
+                # This process's share of the step's global batch (the same clips for any process count).
+                frames, actions, clip_ids = sampler.batch_at(step, train.batch_size, rank, world)
                 frames, actions = frames.to(device, non_blocking=True), actions.to(device)
+                noise, weight = None, float(frames.shape[0])
+                if stage == "dynamics":
+                    noise, weight = _maskgit_noise(net, train.seed, step, clip_ids, train.clip_len, cfg.num_patches,
+                                                   device)
                 with _autocast(device):
-                    loss, m = forward(net, frames, actions)
-                if not torch.isfinite(loss):
-                    raise WmfastError(f"{stage}: loss became {float(loss)} at step {step}; lower --lr")
+                    loss, m = forward(frames, actions, noise)
+                g_loss, g_m, stop_now, scale = _global_step(loss, m, weight, stop.requested, device)
+                if not math.isfinite(g_loss):
+                    raise WmfastError(f"{stage}: loss became {g_loss} at step {step}; lower --lr")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if scale == 1.0 else loss * scale).backward()   # DDP averages: global-mean gradient
                 grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), train.grad_clip)
+                finished = False
                 opt.step()
                 step += 1
-                tracker.update(loss, m, grad_norm, opt.param_groups[0]["lr"], train.batch_size,
+                finished = True
+                tracker.update(torch.tensor(g_loss), g_m, grad_norm, opt.param_groups[0]["lr"], train.batch_size,
                                time.perf_counter() - t0)
                 if step % train.log_every == 0 or step == train.steps:
                     row = tracker.flush(step)
                     bar.set_postfix({k: f"{row[k]:.3g}" for k in tracker.headline if k in row})
-                if step % train.save_every == 0 and step < train.steps:
+                if main and step % train.save_every == 0 and step < train.steps:
                     _save_checkpoint(folder, net, opt, step, sampler, train, meta)
                 bar.update(1)
                 if callback is not None:
                     callback(step, net)
-    except KeyboardInterrupt:
-        _save_checkpoint(folder, net, opt, step, sampler, train, meta)
+                if stop_now:
+                    raise KeyboardInterrupt
+    except (KeyboardInterrupt, RuntimeError) as e:
+        # Ctrl-C, SIGTERM, or a peer process that died (its collectives fail here): keep the last
+        # finished step. Other errors in one process save nothing.
+        if main and finished and (isinstance(e, KeyboardInterrupt) or distributed.is_distributed()):
+            with _signals_ignored():
+                _save_checkpoint(folder, net, opt, step, sampler, train, meta)
         bar.close()
+        if stop_now:
+            distributed.barrier()   # every process stopped after this step: wait for rank 0's save
+        if isinstance(e, KeyboardInterrupt) and main and finished:
+            raise KeyboardInterrupt(interrupted_message(stage, run_dir, step, train.steps)) from None
         raise
     bar.close()
-    _save_checkpoint(folder, net, opt, step, sampler, train, meta)
-    plot_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"), stage)
+    if main:
+        _save_checkpoint(folder, net, opt, step, sampler, train, meta)
+        plot_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"), stage)
+    distributed.barrier()
+    if created_group:
+        distributed.teardown()
     return tracker.final()

@@ -1,0 +1,89 @@
+"""`make gpu-check`: on a CUDA machine, the GPU test subset and every benchmark in under 8 minutes,
+results as JSON under benchmarks/results/.
+
+Each part runs in its own subprocess with its own time limit, so a hang, a crash or a missing
+package costs that part only: its exit code, time, error tail and any JSON it wrote are recorded
+in benchmarks/results/gpu-check.json (written after every part), and the next part runs.
+
+    python benchmarks/gpu_check.py [--only NAME ...] [--out DIR]
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+PY = sys.executable
+# (name, command given its JSON result path, time limit in s); the limits sum to 450 s < 8 min.
+PARTS = [
+    ("gpu-tests", lambda out: [PY, "-m", "pytest", "tests", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                               f"--junitxml={out[:-5]}.xml"], 150),
+    ("bench-vq", lambda out: [PY, "-m", "wmfast", "bench", "vq", "--device", "cuda", "--threads", "1",
+                              "--json", out], 75),
+    ("bench-attention", lambda out: [PY, "-m", "wmfast", "bench", "attention", "--device", "cuda", "--json", out], 75),
+    # World eager / torch.compile (CUDA graphs) / onnxruntime CUDA EP (CUDA graphs), batch 1 and 32
+    ("bench-rollout", lambda out: [PY, "-c", "from wmfast.bench.export import run_export_benchmark; "
+                                   f"run_export_benchmark({out!r}, device='cuda', compile=True, reps=5)"], 150),
+]
+
+
+def gpu_facts() -> dict:
+    facts = {"python": platform.python_version()}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        facts["nvidia_smi"] = out.stdout.strip() or out.stderr.strip()[-300:]
+    except (OSError, subprocess.TimeoutExpired) as e:
+        facts["nvidia_smi"] = f"unavailable: {e}"
+    return facts
+
+
+def run_part(name, command, limit, out_dir) -> dict:
+    path = os.path.join(out_dir, f"gpu-{name}.json")
+    cmd = command(path)
+    t0 = time.time()
+    entry = {"name": name, "command": " ".join(cmd), "limit_s": limit}
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WMFAST_TEST_THREADS=os.environ.get("WMFAST_TEST_THREADS", "4"))
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=limit, env=env)
+        entry.update(returncode=proc.returncode, ok=proc.returncode == 0, tail=(proc.stdout + proc.stderr)[-3000:])
+    except subprocess.TimeoutExpired as e:
+        tail = ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""))
+        entry.update(returncode=None, ok=False, error=f"timed out after {limit} s", tail=tail[-3000:])
+    except Exception as e:                                  # the part could not even start
+        entry.update(returncode=None, ok=False, error=f"{type(e).__name__}: {e}")
+    entry["seconds"] = round(time.time() - t0, 1)
+    if os.path.exists(path):
+        entry["result"] = os.path.relpath(path, REPO)
+    return entry
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", default=None, help="run only these parts")
+    ap.add_argument("--out", default=RESULTS, help="results folder")
+    a = ap.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    summary = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "gpu": gpu_facts(), "parts": []}
+    for name, command, limit in PARTS:
+        if a.only and name not in a.only:
+            continue
+        print(f"gpu-check: {name} (limit {limit} s) ...", flush=True)
+        entry = run_part(name, command, limit, a.out)
+        summary["parts"].append(entry)
+        print(f"gpu-check: {name}: {'ok' if entry['ok'] else 'FAILED'} in {entry['seconds']} s"
+              + (f" ({entry.get('error')})" if entry.get("error") else ""), flush=True)
+        with open(os.path.join(a.out, "gpu-check.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    failed = [p["name"] for p in summary["parts"] if not p["ok"]]
+    print(f"gpu-check: {len(summary['parts']) - len(failed)}/{len(summary['parts'])} parts ok"
+          + (f"; failed: {failed}" if failed else "") + f"; results in {os.path.relpath(a.out, REPO)}/")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""`wmfast compare lam`: every variant trained per seed and scored by THE evaluator, mean ± std table."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from wmfast.cli import main
+from wmfast.compare import VARIANTS, available_variants, summarize
+from wmfast.errors import WmfastError
+from wmfast.models.latent_actions import LatentActionConfig
+
+DATA = "game:maze:3"
+HAS_CONV = "architecture" in {f.name for f in dataclasses.fields(LatentActionConfig)}
+
+
+def test_summary_is_mean_and_population_std_over_seeds():
+    runs = {"legacy": {0: {"lam_train": {"loss": 1.0}, "dynamics_train": {}, "eval": {"action_nmi": 0.2}},
+                       1: {"lam_train": {"loss": 3.0}, "dynamics_train": {}, "eval": {"action_nmi": 0.6}}}}
+    s = summarize(runs)["legacy"]
+    assert s["lam_loss"]["mean"] == 2.0 and s["lam_loss"]["std"] == 1.0
+    assert s["action_nmi"]["mean"] == pytest.approx(0.4) and s["action_nmi"]["std"] == pytest.approx(0.2)
+    assert np.isnan(s["controllability_gap"]["mean"])                   # missing everywhere: n/a, not 0
+
+
+def test_unknown_variant_is_a_one_line_error():
+    with pytest.raises(WmfastError, match="unknown variant"):
+        available_variants(["legacy", "bogus"])
+    assert set(VARIANTS) == {"legacy", "windowed", "conv"}
+
+
+def test_compare_lam_cli_passes_seeds_and_variants(monkeypatch, capsys):
+    import wmfast.compare
+
+    seen = {}
+
+    def fake(data, steps, out, **kw):
+        seen.update(data=data, steps=steps, out=out, **kw)
+        return {"markdown": f"{out}/report.md", "variants": kw["variants"]}
+
+    monkeypatch.setattr(wmfast.compare, "compare_lam", fake)
+    assert main(["compare", "lam", "--data", "game:pong", "--steps", "7", "--seeds", "0,1,2", "--variants",
+                 "legacy,conv", "--out", "x"]) == 0
+    assert seen["seeds"] == [0, 1, 2] and seen["variants"] == ["legacy", "conv"] and seen["steps"] == 7
+    assert main(["compare", "lam", "--seeds", "0,a"]) == 2
+    assert "--seeds must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_compare_lam_two_seeds(tmp_path, tiny_game_cache):
+    from wmfast.compare import compare_lam
+
+    names = ["legacy", "conv"] if HAS_CONV else ["legacy", "windowed"]
+    out = tmp_path / "cmp"
+    report = compare_lam(DATA, steps=2, out=str(out), batch_size=2, seeds=[0, 1], variants=names, eval_clips=2,
+                         horizon=2, maskgit_steps=2, progress=False)
+    report = json.loads((out / "report.json").read_text())
+    assert report["variants"] == names and report["seeds"] == [0, 1]
+    for name in names:
+        for seed in ("0", "1"):
+            ev = report["runs"][name][seed]["eval"]
+            assert 0.0 <= ev["action_nmi"] <= 1.0 and len(ev["psnr_autoregressive_per_step"]) == 2
+            assert (out / f"seed{seed}" / name / "action_map.json").is_file()
+            assert (out / f"seed{seed}" / name / "eval" / "controls.png").is_file()
+        cell = report["summary"][name]["action_nmi"]
+        assert cell["mean"] == pytest.approx(np.mean(cell["values"]))
+    # the variants of one seed share the tokenizer (only the LAM differs)
+    a = (out / "seed0" / names[0] / "tokenizer" / "model.safetensors").read_bytes()
+    assert a == (out / "seed0" / names[1] / "tokenizer" / "model.safetensors").read_bytes()
+    md = (out / "report.md").read_text()
+    assert "action NMI, changed transitions" in md and " ± " in md
+    for png in ("curves.png", "heldout.png"):
+        assert (out / png).stat().st_size > 0

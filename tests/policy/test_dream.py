@@ -1,0 +1,59 @@
+"""`wmfast policy dream`: a policy acting in a (tiny, random) world model beside the real game."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from wmfast.checkpoint import save_model
+from wmfast.cli import main
+from wmfast.errors import WmfastError
+from wmfast.policy import PolicyConfig, build_policy, save_policy
+from wmfast.policy.dream import dream, psnr_uint8
+from wmfast.rollout.shapes import random_world_model
+
+
+@pytest.fixture(scope="module")
+def world_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("world")
+    model = random_world_model(frame_size=16, patch_size=4, embed_dim=16, num_heads=2, hidden_dim=32, num_blocks=1,
+                               latent_dim=3, num_bins=4, n_actions=4, context_length=2)
+    for stage, m in (("tokenizer", model.tokenizer), ("actions", model.lam), ("dynamics", model.dynamics)):
+        save_model(m, os.path.join(path, stage))
+    # hand-written action map: pong's NOOP/UP/DOWN -> latent codes 2, 0, 3
+    counts = [[0, 0, 9, 0], [9, 0, 0, 0], [0, 0, 0, 9]]
+    with open(os.path.join(path, "action_map.json"), "w") as f:
+        json.dump({"action_names": ["NOOP", "UP", "DOWN"], "num_latents": 4, "counts": counts}, f)
+    return os.fspath(path)
+
+
+def _pong_policy(path):
+    cfg = PolicyConfig(kind="act", frame_size=16, chunk=4, action_space="discrete", num_actions=3,
+                       action_names=("NOOP", "UP", "DOWN"), game="pong")
+    return save_policy(build_policy(cfg), path)
+
+
+def test_dream_runs_the_policy_in_the_world_beside_the_real_game(world_run, tmp_path, capsys):
+    policy = _pong_policy(tmp_path / "pol")
+    out = tmp_path / "d.gif"
+    assert main(["policy", "dream", "--policy", str(policy), "--world", world_run, "--steps", "4",
+                 "--horizon", "2", "--out", str(out), "--maskgit-steps", "1"]) == 0
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert out.is_file() and len(report["psnr"]) == 4 and len(report["actions"]) == 4
+    assert set(report["actions"]) <= {"NOOP", "UP", "DOWN"} and 0 <= report["action_agreement"] <= 1
+    # PSNR by hand: one of 12 values off by 255 -> MSE 255^2 / 12
+    a = np.zeros((2, 2, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 255
+    assert psnr_uint8(a, b) == pytest.approx(10 * np.log10(255.0 ** 2 / (255.0 ** 2 / 12)))
+
+
+def test_dream_refuses_mismatched_actions_and_continuous_policies(world_run, tmp_path):
+    cfg = PolicyConfig(kind="act", frame_size=16, chunk=4, action_space="discrete", num_actions=5,
+                       action_names=("NOOP", "UP", "DOWN", "LEFT", "RIGHT"), game="maze")
+    save_policy(build_policy(cfg), tmp_path / "maze")
+    with pytest.raises(WmfastError, match="action map"):
+        dream(tmp_path / "maze", world_run, steps=1)
+    save_policy(build_policy(PolicyConfig(kind="act", frame_size=16, game="reach")), tmp_path / "reach")
+    with pytest.raises(WmfastError, match="discrete game"):
+        dream(tmp_path / "reach", world_run, steps=1)

@@ -1,0 +1,134 @@
+"""Latent -> real controls: a small classifier from LAPA codes to the true ALE actions.
+
+    report = train_classifier("runs/breakout")     # trains on the train split's labelled pairs
+    m = wmfast.load("runs/breakout"); m.lapa.to_game_actions(codes)   # -> action ids [B]
+
+Each grid cell's code is embedded (a learned 16-dim vector per code), the cells are concatenated
+and an MLP predicts the action taken at t. Trained on the train split (optionally a labelled
+fraction of it), the best epoch picked on val, scored on test next to the majority-class
+baseline (the most frequent train action, always predicted). Saved as classifier.safetensors +
+classifier.json in the run's lapa/ folder.
+"""
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from wmfast.checkpoint import load_state_dict_checked, read_safetensors
+from wmfast.config import load_json, save_json
+from wmfast.errors import WmfastError
+
+WEIGHTS, CONFIG = "classifier.safetensors", "classifier.json"
+
+
+class CodeClassifier(nn.Module):
+    """codes [B, *grid] int64 -> action logits [B, n_actions]."""
+
+    def __init__(self, num_codes: int, cells: int, n_actions: int, embed: int = 16, hidden: int = 128,
+                 action_names=None):
+        super().__init__()
+        self.spec = {"num_codes": num_codes, "cells": cells, "n_actions": n_actions, "embed": embed,
+                     "hidden": hidden, "action_names": list(action_names or [str(i) for i in range(n_actions)])}
+        self.embed = nn.Embedding(num_codes, embed)
+        self.mlp = nn.Sequential(nn.Linear(cells * embed, hidden), nn.ReLU(), nn.Linear(hidden, n_actions))
+
+    def forward(self, codes):
+        return self.mlp(self.embed(codes.reshape(codes.shape[0], -1)).flatten(1))   # [B, n_actions]
+
+    @torch.no_grad()
+    def predict(self, codes):
+        return self.forward(codes.to(self.embed.weight.device)).argmax(-1)
+
+
+def load_classifier(folder):
+    """The run's classifier, or None when none was trained."""
+    if not os.path.isfile(os.path.join(folder, CONFIG)):
+        return None
+    spec = load_json(os.path.join(folder, CONFIG))
+    try:
+        clf = CodeClassifier(**{k: spec[k] for k in ("num_codes", "cells", "n_actions", "embed", "hidden",
+                                                     "action_names")})
+    except KeyError as e:
+        raise WmfastError(f"{folder}/{CONFIG}: missing field {e}") from None
+    path = os.path.join(folder, WEIGHTS)
+    return load_state_dict_checked(clf, read_safetensors(path), path).eval()
+
+
+@torch.no_grad()
+def codes_for(model, pairs, idx, device="cpu", batch_size: int = 64):
+    model.eval()
+    out = [model.encode(*pairs.batch(idx[s:s + batch_size], device)).cpu() for s in range(0, len(idx), batch_size)]
+    return torch.cat(out) if out else torch.zeros((0, *model.config.code_shape), dtype=torch.long)
+
+
+def train_classifier(run, data=None, labelled_fraction: float = 1.0, epochs: int = 60, lr: float = 3e-3,
+                     seed: int = 0, device="cpu", batch_size: int = 256) -> dict:
+    """Train the code -> action classifier on the run's train split and score it on test."""
+    from wmfast.data import load_dataset
+    from wmfast.lapa.data import PairData, load_split
+    from wmfast.lapa.train import lapa_folder, load_lapa
+
+    if not 0 < labelled_fraction <= 1:
+        raise WmfastError(f"labelled_fraction must be in (0, 1], got {labelled_fraction}")
+    folder = lapa_folder(run)
+    model = load_lapa(folder, device)
+    if data is None:
+        data = load_json(os.path.join(folder, "split.json"))["source"]
+    ds = load_dataset(data) if isinstance(data, (str, os.PathLike)) else data
+    if ds.actions is None or ds.n_actions < 1:
+        raise WmfastError(f"{ds.source}: no true actions to train the code -> action classifier on")
+    pairs = PairData(ds, load_split(folder, ds), model.config.height, model.config.width)
+    rng = np.random.default_rng(seed)
+    sets = {}
+    for split in ("train", "val", "test"):
+        idx = pairs.indices(split)
+        idx = idx[pairs.actions(idx) >= 0]
+        if split == "train" and labelled_fraction < 1:
+            idx = np.sort(rng.choice(idx, max(1, int(labelled_fraction * len(idx))), replace=False))
+        sets[split] = (codes_for(model, pairs, idx, device), torch.from_numpy(pairs.actions(idx)))
+    (x, y), (xv, yv), (xt, yt) = sets["train"], sets["val"], sets["test"]
+    if len(y) == 0 or len(yt) == 0:
+        raise WmfastError("the train or test split has no labelled pairs")
+
+    torch.manual_seed(seed)
+    cells = int(np.prod(model.config.code_shape)) if model.config.code_shape else 1
+    clf = CodeClassifier(model.num_codes, cells, ds.n_actions, action_names=ds.action_names)
+    opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=1e-4)
+    best, best_state = -1.0, None
+    for _ in range(epochs):
+        clf.train()
+        perm = torch.randperm(len(y))
+        for s in range(0, len(y), batch_size):
+            b = perm[s:s + batch_size]
+            loss = F.cross_entropy(clf(x[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        clf.eval()
+        acc = float((clf.predict(xv) == yv).float().mean()) if len(yv) else float((clf.predict(x) == y).float().mean())
+        if acc > best:
+            best, best_state = acc, {k: v.clone() for k, v in clf.state_dict().items()}
+    clf.load_state_dict(best_state)
+    clf.eval()
+    majority = int(torch.bincount(y, minlength=ds.n_actions).argmax())
+    pred = clf.predict(xt)
+    per_action = {ds.action_names[a]: float((pred[yt == a] == a).float().mean()) for a in range(ds.n_actions)
+                  if (yt == a).any()}
+    report = {"train_pairs": len(y), "test_pairs": len(yt), "labelled_fraction": labelled_fraction,
+              "test_accuracy": float((pred == yt).float().mean()),
+              "majority_action": ds.action_names[majority],
+              "majority_baseline_accuracy": float((yt == majority).float().mean()),
+              "val_accuracy": best, "per_action_recall": per_action}
+    report["beats_majority"] = report["test_accuracy"] > report["majority_baseline_accuracy"]
+    save_classifier(clf, folder, report)
+    return report
+
+
+def save_classifier(clf: CodeClassifier, folder, report: dict = None):
+    tmp = os.path.join(folder, WEIGHTS + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in clf.state_dict().items()}, tmp)
+    os.replace(tmp, os.path.join(folder, WEIGHTS))
+    save_json({**clf.spec, "report": report or {}}, os.path.join(folder, CONFIG))

@@ -1,0 +1,372 @@
+"""Training loop of the LAPA latent-action VQ-VAE.
+
+    train_lapa("runs/breakout", "breakout.h5", config="lapa-breakout-small")
+
+Adam, lr 3e-4 decaying (cosine) to 1e-4, batch 32 with optional gradient accumulation (the
+effective batch is batch_size * grad_accum), 100,000 iterations by default, bf16 (or fp16 with a
+grad scaler) autocast on GPU. Logged to run/lapa/metrics.jsonl: every step the train loss; every
+val_every the val reconstruction loss, PSNR and SSIM; every recon_every example reconstructions
+(samples/*.png); every usage_every the code-usage histogram (usage/*.png); speed and peak memory.
+Checkpoints every save_every and `best/` by val reconstruction loss, written atomically;
+train_state.pt (tensors and plain data only) makes --resume continue where the run stopped.
+"""
+import dataclasses
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from wmfast.checkpoint import load_state_dict_checked, load_torch_safe, read_safetensors, save_torch_atomic
+from wmfast.config import Config, load_json, save_json
+from wmfast.errors import WmfastError
+from wmfast.lapa.data import PairData, PairSampler, load_split, save_split, split_episodes
+from wmfast.models.lapa import LapaConfig, LapaModel, named_config
+from wmfast.train.trainer import _sigterm_as_interrupt, resolve_device
+
+FOLDER, WEIGHTS, CONFIG = "lapa", "model.safetensors", "config.json"
+TRAIN_STATE, TRAIN_CONFIG, METRICS = "train_state.pt", "train_config.json", "metrics.jsonl"
+
+
+@dataclass
+class LapaTrainConfig(Config):
+    iterations: int = 100_000
+    batch_size: int = 32
+    grad_accum: int = 1            # micro-batches of batch_size per optimizer step
+    lr: float = 3e-4
+    lr_final: float = 1e-4         # cosine decay from lr to lr_final over the iterations
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"           # "auto" | "cpu" | "cuda"
+    amp: str = "bf16"              # autocast dtype on GPU: "bf16" | "fp16" | "none" (CPU: always fp32)
+    log_every: int = 1
+    val_every: int = 1000
+    val_pairs: int = 512           # val pairs scored at each validation (a fixed, evenly spaced subset)
+    recon_every: int = 2500
+    usage_every: int = 5000
+    save_every: int = 10_000
+    progress: bool = True
+    wandb: bool = False            # also log to Weights & Biases (offline mode; needs `pip install wandb`)
+
+
+# The CPU recipe goes with the small config: fewer, larger-lr steps and denser logging.
+TRAIN_RECIPES = {
+    "lapa-breakout": {},
+    "lapa-breakout-small": {"iterations": 2000, "batch_size": 16, "lr": 1e-3, "lr_final": 2e-4,
+                            "val_every": 250, "val_pairs": 256, "recon_every": 500, "usage_every": 500,
+                            "save_every": 500},
+}
+
+
+def lr_at(step: int, train: LapaTrainConfig) -> float:
+    progress = min(1.0, step / max(1, train.iterations))
+    return float(train.lr_final + (train.lr - train.lr_final) * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+# -- saving and loading ------------------------------------------------------------------------
+
+def lapa_folder(path) -> str:
+    """A run dir (holding lapa/) or the lapa folder itself -> the lapa folder."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, FOLDER, CONFIG)):
+        return os.path.join(path, FOLDER)
+    if os.path.isfile(os.path.join(path, CONFIG)):
+        return path
+    raise WmfastError(f"{path}: no LAPA model here (expected {os.path.join(path, FOLDER, CONFIG)})")
+
+
+def save_lapa(model: LapaModel, folder, metadata: dict = None):
+    """model.safetensors + config.json, each written atomically."""
+    os.makedirs(folder, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = os.path.join(folder, WEIGHTS + ".tmp")
+    save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.replace(tmp, os.path.join(folder, WEIGHTS))
+    save_json({"kind": "lapa", **model.config.to_dict()}, os.path.join(folder, CONFIG))
+
+
+def load_lapa_config(folder) -> LapaConfig:
+    d = load_json(os.path.join(folder, CONFIG))
+    if d.get("kind", "lapa") != "lapa":
+        raise WmfastError(f"{folder}/{CONFIG}: holds a {d['kind']} model, not a LAPA model")
+    return LapaConfig.from_dict(d, source=f"{folder}/{CONFIG}")
+
+
+def load_lapa(path, device="cpu", best: bool = False) -> LapaModel:
+    """A run dir or lapa folder -> LapaModel in eval mode (classifier attached when one was trained)."""
+    folder = lapa_folder(path)
+    if best:
+        if not os.path.isfile(os.path.join(folder, "best", WEIGHTS)):
+            raise WmfastError(f"{folder}: no best/ checkpoint (it is written at the first validation)")
+        folder_w = os.path.join(folder, "best")
+    else:
+        folder_w = folder
+    model = LapaModel(load_lapa_config(folder))
+    load_state_dict_checked(model, read_safetensors(os.path.join(folder_w, WEIGHTS)), os.path.join(folder_w, WEIGHTS))
+    from wmfast.lapa.classifier import load_classifier
+
+    clf = load_classifier(folder)
+    if clf is not None:
+        model.attach_classifier(clf)
+    return model.to(device).eval()
+
+
+def _vq_state(vq) -> dict:
+    """The quantizer's training bookkeeping (not in its state dict), so a resumed run resets codes on time."""
+    return {"steps": vq.steps, "recent_pos": vq.recent_pos, "recent": vq.recent.cpu(),
+            "recent_counts": vq.recent_counts.cpu(), "counts": vq.counts.cpu()}
+
+
+def _set_vq_state(vq, s: dict):
+    vq.steps, vq.recent_pos = int(s["steps"]), int(s["recent_pos"])
+    vq.recent = s["recent"].to(vq.codebook.device)
+    vq.recent_counts.copy_(s["recent_counts"])
+    vq.counts.copy_(s["counts"])
+
+
+def _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta):
+    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "optimizer": opt.state_dict(), "step": step, "best_val": best_val,
+             "vq": _vq_state(model.quantizer),
+             "rng": {"torch": torch.get_rng_state(), "sampler": json.dumps(sampler.rng.bit_generator.state)}}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    save_torch_atomic(state, os.path.join(folder, TRAIN_STATE))
+    save_lapa(model, folder, metadata={"step": step, **meta})
+    save_json(train.to_dict(), os.path.join(folder, TRAIN_CONFIG))
+
+
+def _truncate_metrics(path, step):
+    """On resume, drop log lines written after the checkpoint we resume from."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(lines)
+    os.replace(path + ".tmp", path)
+
+
+def peak_memory_mib(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB -> MiB (process peak RSS)
+
+
+def _autocast(device, amp: str):
+    if device.type != "cuda" or amp == "none":
+        return torch.autocast("cpu", enabled=False)
+    if amp not in ("bf16", "fp16"):
+        raise WmfastError(f"amp must be bf16, fp16 or none, got {amp!r}")
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+class _Logger:
+    """metrics.jsonl (+ wandb offline when asked)."""
+
+    def __init__(self, path, wandb_run=None):
+        self.path, self.wandb = path, wandb_run
+
+    def log(self, row: dict):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+
+def _wandb(folder, config: dict):
+    try:
+        import wandb
+    except ImportError:
+        raise WmfastError("--wandb needs the wandb package: pip install wandb") from None
+    return wandb.init(project="wmfast-lapa", dir=folder, mode="offline", config=config)
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainConfig = None,
+               model_overrides: dict = None, resume: bool = False, split_seed: int = 0, callback=None) -> dict:
+    """Train (or resume) the LAPA model into run_dir/lapa/ and return the last logged metrics.
+
+    data: a dataset spec for wmfast.data.load_dataset (.h5, folder of episode folders, atari:...) or a Dataset.
+    config: a named LapaConfig ("lapa-breakout" full width, "lapa-breakout-small" CPU recipe);
+    model_overrides: LapaConfig fields; callback(step, model) after each step (tests interrupt with it)."""
+    from wmfast.data import load_dataset
+    from wmfast.lapa.evaluate import save_reconstructions, score_pairs
+
+    folder = os.path.join(os.fspath(run_dir), FOLDER)
+    state_path = os.path.join(folder, TRAIN_STATE)
+    if resume:
+        if not os.path.exists(state_path):
+            raise WmfastError(f"nothing to resume: {state_path} does not exist")
+        saved = LapaTrainConfig.from_dict(load_json(os.path.join(folder, TRAIN_CONFIG)))
+        overrides = {} if train is None else {"iterations": train.iterations, "progress": train.progress}
+        train = dataclasses.replace(saved, **overrides)
+        cfg = load_lapa_config(folder)
+    else:
+        if os.path.exists(state_path):
+            raise WmfastError(f"{folder} already holds a trained LAPA model; pass --resume to continue it "
+                              f"or choose another --run directory")
+        train = train or LapaTrainConfig(**TRAIN_RECIPES.get(config, {}))
+        cfg = named_config(config, **(model_overrides or {}))
+    if train.batch_size < 1 or train.grad_accum < 1 or train.iterations < 0:
+        raise WmfastError(f"need batch_size >= 1, grad_accum >= 1, iterations >= 0; got {train.batch_size}, "
+                          f"{train.grad_accum}, {train.iterations}")
+    device = resolve_device(train.device)
+    torch.manual_seed(train.seed)
+
+    ds = load_dataset(data) if isinstance(data, (str, os.PathLike)) else data
+    os.makedirs(folder, exist_ok=True)
+    if resume:
+        split = load_split(folder, ds)
+    else:
+        split = split_episodes(ds.n_episodes, seed=split_seed)
+        save_split(folder, split, ds, split_seed)
+    pairs = PairData(ds, split, cfg.height, cfg.width)
+    sampler = PairSampler(pairs, "train", seed=train.seed)
+    val_idx = pairs.indices("val")
+    val_idx = val_idx[np.linspace(0, len(val_idx) - 1, min(train.val_pairs, len(val_idx))).astype(int)] \
+        if len(val_idx) else val_idx
+
+    model = LapaModel(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=train.lr)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.amp == "fp16" else None
+    start, best_val = 0, float("inf")
+    if resume:
+        st = load_torch_safe(state_path, "train state")
+        load_state_dict_checked(model, st["model"], state_path)
+        opt.load_state_dict(st["optimizer"])
+        start, best_val = int(st["step"]), float(st["best_val"])
+        _set_vq_state(model.quantizer, st["vq"])
+        torch.set_rng_state(st["rng"]["torch"])
+        sampler.rng.bit_generator.state = json.loads(st["rng"]["sampler"])
+        if scaler is not None and "scaler" in st:
+            scaler.load_state_dict(st["scaler"])
+        _truncate_metrics(os.path.join(folder, METRICS), start)
+    meta = {"data": str(data) if isinstance(data, (str, os.PathLike)) else str(ds.source), "config": config}
+    logger = _Logger(os.path.join(folder, METRICS),
+                     _wandb(folder, {**cfg.to_dict(), **train.to_dict()}) if train.wandb else None)
+
+    model.train()
+    step, last = start, {}
+    bar = tqdm(total=train.iterations, initial=start, desc="train lapa", unit="it", disable=not train.progress,
+               dynamic_ncols=True)
+    try:
+        with _sigterm_as_interrupt():
+            while step < train.iterations:
+                t0 = time.perf_counter()
+                lr = lr_at(step, train)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                sums = {}
+                for _ in range(train.grad_accum):
+                    frame_t, frame_t1 = sampler.sample(train.batch_size, device)
+                    with _autocast(device, train.amp):
+                        _, loss, m = model(frame_t, frame_t1)
+                    if not torch.isfinite(loss):
+                        raise WmfastError(f"lapa: loss became {float(loss)} at step {step}; lower --lr")
+                    scaled = loss / train.grad_accum
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    for k, v in {"loss": loss.detach(), **{k: v for k, v in m.items() if k != "indices"}}.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) / train.grad_accum
+                if scaler is not None:
+                    scaler.unscale_(opt)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                step += 1
+                seconds = time.perf_counter() - t0
+                row = {"step": step, **sums, "psnr": 10 * np.log10(1.0 / max(sums["mse"], 1e-12)),
+                       "lr": lr, "grad_norm": float(grad_norm), "it_per_s": 1.0 / seconds,
+                       "samples_per_s": train.batch_size * train.grad_accum / seconds,
+                       "peak_mem_mib": peak_memory_mib(device)}
+                if step % train.log_every == 0 or step == train.iterations:
+                    logger.log(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4g}", psnr=f"{row['psnr']:.1f}")
+                last.update(row)
+                if len(val_idx) and (step % train.val_every == 0 or step == train.iterations):
+                    val = {f"val_{k}": v for k, v in score_pairs(model, pairs, val_idx, device).items()}
+                    model.train()
+                    logger.log({"step": step, **val})
+                    last.update(val)
+                    if val["val_mse"] < best_val:
+                        best_val = val["val_mse"]
+                        save_lapa(model, os.path.join(folder, "best"), metadata={"step": step, **meta})
+                if step % train.recon_every == 0 or step == train.iterations:
+                    idx = val_idx if len(val_idx) else sampler.idx
+                    save_reconstructions(model, pairs, idx[np.linspace(0, len(idx) - 1, 4).astype(int)],
+                                         os.path.join(folder, "samples", f"recon_{step:07d}.png"), device)
+                    model.train()
+                if step % train.usage_every == 0 or step == train.iterations:
+                    _log_usage(model, folder, step, logger, last)
+                if step % train.save_every == 0 and step < train.iterations:
+                    _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
+                bar.update(1)
+                if callback is not None:
+                    callback(step, model)
+    except KeyboardInterrupt:
+        _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
+        bar.close()
+        plot_lapa_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"))
+        raise
+    bar.close()
+    _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
+    plot_lapa_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"))
+    return last
+
+
+def _log_usage(model, folder, step, logger, last):
+    from wmfast.nn.vq import plot_code_usage
+
+    usage = model.quantizer.code_usage()
+    os.makedirs(os.path.join(folder, "usage"), exist_ok=True)
+    plot_code_usage(usage["counts"], os.path.join(folder, "usage", f"codes_{step:07d}.png"),
+                    title=f"train code usage, window ending at step {step}")
+    row = {"step": step, "code_usage_pct": usage["usage_pct"], "code_perplexity": usage["perplexity"]}
+    logger.log(row)
+    last.update(row)
+    model.quantizer.reset_usage()
+
+
+def plot_lapa_curves(metrics_path, png_path):
+    """One panel per logged metric (train rows and val rows share the file)."""
+    if not os.path.exists(metrics_path):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    keys = [k for k in ("loss", "mse", "psnr", "commitment", "codebook", "entropy", "lr", "grad_norm",
+                        "samples_per_s", "peak_mem_mib", "val_mse", "val_psnr", "val_ssim", "code_usage_pct",
+                        "code_perplexity") if any(k in r for r in rows)]
+    cols = 3
+    nrows = max(1, -(-len(keys) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.6 * nrows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+        if key in ("loss", "mse", "val_mse", "lr", "grad_norm"):
+            ax.set_yscale("log")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle("LAPA training")
+    fig.subplots_adjust(hspace=0.6, wspace=0.3)
+    tmp = png_path + ".tmp.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return png_path

@@ -1,0 +1,84 @@
+"""A policy acting inside a world model, beside the real game.
+
+    world = World.load(world_run, actions="game")   # game action ids through RUN/action_map.json
+    real game: C context frames from the game's scripted policy, then the dream starts from them.
+    each step: the policy sees the world's last generated frame and picks a game action (receding
+    horizon N); the world generates the next frame for it, and the real game takes the same action.
+
+Outputs: a GIF (real | dreamed), PSNR per step between the dreamed and the real frame, and how often
+the policy would have chosen the same action on the real frame as on the dreamed one.
+"""
+import os
+
+import numpy as np
+import torch
+
+from wmfast.config import save_json
+from wmfast.errors import WmfastError
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 0, out=None, mode: str = "fast",
+          maskgit_steps: int = 4, world=None) -> dict:
+    """Run the policy in the world model and in the real game with the same actions. Returns the report
+    (psnr [steps], mean_psnr, actions, action_agreement, gif) and writes it beside the GIF as JSON."""
+    from wmfast.data.games import GAMES, make_game
+    from wmfast.policy.evaluate import ChunkExecutor, predictor
+    from wmfast.policy.io import load_policy
+    from wmfast.rollout.media import side_by_side, write_video
+
+    policy = load_policy(policy_run)
+    cfg = policy.config
+    if not cfg.discrete or cfg.game not in GAMES:
+        raise WmfastError(f"{policy_run}: dreaming needs a policy trained on an embedded discrete game "
+                          f"({', '.join(sorted(GAMES))}); this one was trained on {cfg.game or 'unknown data'!r}")
+    if steps < 1 or horizon < 1:
+        raise WmfastError(f"steps and horizon must be >= 1, got {steps} and {horizon}")
+    if world is None:
+        from wmfast.rollout.world import World
+
+        world = World.load(world_run, device="cpu", mode=mode, steps=maskgit_steps, actions="game", seed=seed)
+    if world.action_map is None:
+        raise WmfastError("the world must take game actions (World(..., actions='game') with an action_map.json)")
+    names = world.action_map.action_names
+    if list(names) != list(cfg.action_names):
+        raise WmfastError(f"the world's action map has actions {names} but the policy acts with "
+                          f"{list(cfg.action_names)}")
+    S, C = world.frame_size, world.C
+
+    game = make_game(cfg.game, seed)
+    context = [game.render(S)]
+    for _ in range(C - 1):                      # the real game's first frames are the shared start
+        game.step(game.policy())
+        context.append(game.render(S))
+    world.reset(np.stack(context)[None])
+    predict = predictor(policy)
+    ex = ChunkExecutor(1, horizon)
+    idx = np.arange(1)
+    real, dreamed, actions, psnr, agree = [context[-1]], [context[-1]], [], [], []
+    with torch.no_grad():
+        for t in range(steps):
+            probs = predict(dreamed[-1][None])
+            if ex.needs_plan()[0]:
+                ex.plan(idx, probs)
+            a = int(ex.act(idx)[0].argmax())
+            agree.append(int(predict(real[-1][None])[0, 0].argmax()) == int(probs[0, 0].argmax()))
+            frame = world.step(torch.tensor([a]), as_uint8=True)[0].cpu().numpy()      # [S, S, 3] uint8
+            game.step(a)
+            real.append(game.render(S))
+            dreamed.append(frame)
+            actions.append(a)
+            psnr.append(psnr_uint8(frame, real[-1]))
+    out = out or os.path.join(policy_run, "dream.gif")
+    gif = write_video(side_by_side(np.stack(real), np.stack(dreamed)), out, fps=6, scale=max(1, 128 // S))
+    report = {"policy": os.fspath(policy_run), "world": os.fspath(world_run), "game": cfg.game, "steps": steps,
+              "horizon": horizon, "seed": seed, "frame_size": S, "context": C,
+              "actions": [names[a] for a in actions], "psnr": psnr,
+              "mean_psnr": float(np.mean([p for p in psnr if np.isfinite(p)] or [float("inf")])),
+              "action_agreement": float(np.mean(agree)), "gif": gif}
+    save_json(report, os.path.splitext(out)[0] + ".json")
+    return report

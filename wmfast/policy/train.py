@@ -1,0 +1,310 @@
+"""Training image -> action-chunk policies on expert data, then DAgger rounds.
+
+The recipe (`wmfast policy train --kind act --data game:reach --run DIR`, no other flags):
+    10k samples: 5k from expert episodes, then 2 DAgger rounds of 2.5k each; AdamW lr 1e-3
+    (cosine to 1e-4 after a short warmup), batch 64, 20 epochs in all (half on the expert data,
+    the rest split over the rounds, each on everything gathered so far); MSE on the chunk.
+DAgger round: the current policy drives (receding horizon dagger_horizon), and every frame it
+visits is labelled with the expert's chunk from that state; the samples join the training set.
+
+A sample is (frame t, the K actions t .. t+K-1, valid [K]): action k of the chunk is the action taken
+at step t + k, which leads from frame t + k to t + k + 1. Near an episode's end the chunk runs past
+the last action; those entries are marked invalid and left out of the loss (ACT's is_pad).
+Discrete games (pong, maze, datasets with action ids) train the same way with cross-entropy per
+query, on the dataset's recorded actions (no DAgger: their scripted policies are not experts).
+"""
+import dataclasses
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from wmfast.config import Config, save_json
+from wmfast.errors import WmfastError
+from wmfast.policy.cnn import KINDS, PolicyConfig, to_input
+from wmfast.policy.io import build_policy, count_params, save_policy
+
+
+@dataclasses.dataclass
+class PolicyTrainConfig(Config):
+    kind: str = "act"
+    data: str = "game:reach"
+    samples: int = 10000          # training samples in all (expert + DAgger)
+    expert_fraction: float = 0.5  # of `samples` from expert episodes; the rest from DAgger rounds
+    dagger_rounds: int = 2
+    dagger_horizon: int = 2       # actions per inference while the learner drives
+    epochs: int = 20              # in all: half on the expert data, the rest split over the DAgger rounds
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    chunk: int = 8                # bc: always 1
+    frame_size: int = dataclasses.field(default=0, metadata={"rule": lambda v: None if v >= 0 else ">= 0"})
+    # frame_size 0: 128 for reach, 64 for discrete games
+    val_fraction: float = 0.05    # held-out expert episodes for val_loss
+    seed: int = 0
+    device: str = "auto"          # auto: cuda when available
+
+
+# ---------------------------------------------------------------- samples
+
+def chunk_targets(actions: np.ndarray, k: int, discrete: bool = False):
+    """One episode's actions [T+1, ...] (the last frame's action is NaN / -1: nothing follows it)
+    -> targets [T, k, ...] and valid [T, k] for the frames 0 .. T-1 that have an action.
+    targets[t, j] = actions[t + j] where t + j < T (a known action of this episode), else 0 / invalid."""
+    T = len(actions) - 1
+    if T < 1:
+        return actions[:0, None].repeat(k, 1), np.zeros((0, k), bool)
+    idx = np.arange(T)[:, None] + np.arange(k)[None, :]                      # [T, k]
+    inside = idx < T
+    targets = actions[np.minimum(idx, T - 1)].copy()
+    known = (targets >= 0) if discrete else np.isfinite(targets).all(-1)
+    valid = inside & known
+    targets[~valid] = 0
+    return targets, valid
+
+
+class Samples:
+    """frames [N, S, S, 3] uint8, targets [N, K, D] float32 (or [N, K] int64), valid [N, K] bool."""
+
+    def __init__(self, frames, targets, valid):
+        self.frames, self.targets, self.valid = frames, targets, valid
+
+    def __len__(self):
+        return len(self.frames)
+
+    @classmethod
+    def from_episodes(cls, episodes, k: int, discrete: bool = False, limit: int = None) -> "Samples":
+        fs, ts, vs = [], [], []
+        for frames, actions in episodes:
+            t, v = chunk_targets(actions, k, discrete)
+            fs.append(frames[:len(t)])
+            ts.append(t)
+            vs.append(v)
+        s = cls(np.concatenate(fs), np.concatenate(ts), np.concatenate(vs))
+        return s.take(np.arange(min(len(s), limit))) if limit else s
+
+    def take(self, idx) -> "Samples":
+        return Samples(self.frames[idx], self.targets[idx], self.valid[idx])
+
+    def __add__(self, other: "Samples") -> "Samples":
+        return Samples(*(np.concatenate([a, b]) for a, b in
+                         ((self.frames, other.frames), (self.targets, other.targets), (self.valid, other.valid))))
+
+
+def chunk_loss(pred, target, valid, discrete: bool):
+    """pred [B, K, D]; target [B, K, D] floats (MSE) or [B, K] ids (cross-entropy); valid [B, K]."""
+    if discrete:
+        per = F.cross_entropy(pred.flatten(0, 1), target.flatten(), reduction="none").view(valid.shape)
+    else:
+        per = (pred - target).square().mean(-1)                                  # [B, K]
+    w = valid.float()
+    return (per * w).sum() / w.sum().clamp_min(1.0)
+
+
+# ---------------------------------------------------------------- data sources
+
+def is_reach(spec) -> bool:
+    from wmfast.data.reach import has_continuous_actions
+
+    spec = os.fspath(spec)
+    return spec.split(":")[:2] == ["game", "reach"] or (os.path.isfile(spec) and has_continuous_actions(spec))
+
+
+def reach_expert_samples(spec, n: int, k: int, size: int, seed: int, progress: bool):
+    """Expert episodes (generated for game:reach, or read from a reach dataset file) -> episodes list."""
+    from wmfast.data.reach import expert_episodes, read_reach_dataset
+
+    if os.path.isfile(os.fspath(spec)):
+        eps = read_reach_dataset(spec)
+        if eps[0][0].shape[1] != size:
+            from wmfast.data.frames import resize_uint8
+
+            eps = [(resize_uint8(f, size), a) for f, a in eps]
+        return eps
+    return expert_episodes(n, size, seed, progress)
+
+
+def discrete_episodes(spec, size: int, progress: bool):
+    """A dataset with action ids -> (episodes [(frames, actions)], action names, game name)."""
+    from wmfast.data import load_dataset
+    from wmfast.data.frames import resize_uint8
+
+    ds = load_dataset(spec, size=size, progress=progress)
+    if ds.actions is None or (ds.actions >= 0).sum() == 0:
+        raise WmfastError(f"{spec}: the dataset has no actions to imitate")
+    frames = np.asarray(ds.frames[:])
+    if frames.shape[1] != size or frames.shape[2] != size:
+        frames = resize_uint8(frames, size)
+    eps = [(frames[s:e], ds.actions[s:e]) for s, e in ds.episodes]
+    return eps, ds.action_names, ds.meta.get("game", "")
+
+
+# ---------------------------------------------------------------- training
+
+def _split_epochs(total: int, rounds: int):
+    """Epochs per phase: half on the expert data, the rest evenly over the DAgger rounds."""
+    if rounds == 0:
+        return [total]
+    first = max(1, total // 2)
+    rest = max(rounds, total - first)
+    return [first] + [rest // rounds + (1 if r < rest % rounds else 0) for r in range(rounds)]
+
+
+def _lr(step, cfg: PolicyTrainConfig, total: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _batch(model, data: Samples, idx, discrete: bool):
+    dev = next(model.parameters()).device
+    x = to_input(torch.from_numpy(data.frames[idx]).to(dev)).contiguous(memory_format=torch.channels_last)
+    t = torch.from_numpy(data.targets[idx]).to(dev)
+    return chunk_loss(model(x), t, torch.from_numpy(data.valid[idx]).to(dev), discrete)
+
+
+@torch.no_grad()
+def eval_loss(model, data: Samples, discrete: bool, batch: int = 256) -> float:
+    if data is None or len(data) == 0:
+        return float("nan")
+    model.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(data), batch):
+        idx = np.arange(i, min(i + batch, len(data)))
+        total += float(_batch(model, data, idx, discrete)) * len(idx)
+        n += len(idx)
+    model.train()
+    return total / n
+
+
+def fit(model, data: Samples, epochs: int, cfg: PolicyTrainConfig, opt=None, step: int = 0, total_steps: int = None,
+        rng=None, bar=None, log=None, val: Samples = None):
+    """Train `model` on `data` for `epochs` epochs (shuffled, last batch partial). Returns (opt, step)."""
+    discrete = model.config.discrete
+    opt = opt or torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = rng or np.random.default_rng(cfg.seed)
+    total_steps = total_steps or epochs * math.ceil(len(data) / cfg.batch_size)
+    model.train()
+    for epoch in range(epochs):
+        perm = rng.permutation(len(data))
+        run_loss, run_n, t0 = 0.0, 0, time.time()
+        for i in range(0, len(perm), cfg.batch_size):
+            lr = _lr(step, cfg, total_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = _batch(model, data, np.sort(perm[i:i + cfg.batch_size]), discrete)
+            if not torch.isfinite(loss):
+                raise WmfastError(f"policy training diverged at step {step} (loss {float(loss)}); lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            run_loss += loss.item()
+            run_n += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        if log is not None:
+            log({"step": step, "loss": run_loss / max(run_n, 1), "val_loss": eval_loss(model, val, discrete),
+                 "lr": lr, "samples": len(data), "epoch_s": time.time() - t0})
+    return opt, step
+
+
+def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) -> dict:
+    """Train a policy into run_dir (model.safetensors, config.json, train.json, metrics.jsonl, curves.png).
+    Returns the summary (also in train.json)."""
+    cfg = cfg or PolicyTrainConfig()
+    if cfg.kind not in KINDS:
+        raise WmfastError(f"--kind must be one of {KINDS}, got {cfg.kind!r}")
+    for name in ("samples", "epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise WmfastError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.dagger_rounds < 0 or not 0 < cfg.expert_fraction <= 1 or cfg.lr <= 0:
+        raise WmfastError("need dagger_rounds >= 0, 0 < expert_fraction <= 1 and lr > 0")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    k = 1 if cfg.kind == "bc" else cfg.chunk
+    reach = is_reach(cfg.data)
+    size = cfg.frame_size or (128 if reach else 64)
+    rounds = cfg.dagger_rounds if reach else 0
+
+    if reach:
+        n_expert = int(round(cfg.samples * cfg.expert_fraction)) if rounds else cfg.samples
+        episodes = reach_expert_samples(cfg.data, n_expert, k, size, cfg.seed, progress)
+        pcfg = PolicyConfig(kind=cfg.kind, frame_size=size, chunk=k, game="reach")
+    else:
+        episodes, names, game = discrete_episodes(cfg.data, size, progress)
+        n_expert = cfg.samples
+        pcfg = PolicyConfig(kind=cfg.kind, frame_size=size, chunk=k, action_space="discrete",
+                            num_actions=len(names), action_names=tuple(names), game=game)
+    # Hold out whole expert episodes for the validation loss.
+    order = rng.permutation(len(episodes))
+    n_val = min(len(episodes) - 1, math.ceil(cfg.val_fraction * len(episodes))) if cfg.val_fraction > 0 else 0
+    val = Samples.from_episodes([episodes[i] for i in order[:n_val]], k, pcfg.discrete) if n_val else None
+    data = Samples.from_episodes([episodes[i] for i in sorted(order[n_val:])], k, pcfg.discrete, limit=n_expert)
+
+    from wmfast.train.trainer import resolve_device
+
+    device = resolve_device(cfg.device)
+    model = build_policy(pcfg).to(device, memory_format=torch.channels_last)
+    os.makedirs(run_dir, exist_ok=True)
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    open(metrics_path, "w").close()
+    phase = {"round": 0}
+
+    def log(row):
+        row = {**row, "round": phase["round"]}
+        with open(metrics_path, "a") as f:
+            import json
+
+            f.write(json.dumps(row) + "\n")
+
+    epochs = _split_epochs(cfg.epochs, rounds)
+    per_round = (cfg.samples - n_expert) // max(rounds, 1)
+    sizes = [len(data) + r * per_round for r in range(rounds + 1)]
+    total_steps = sum(e * math.ceil(s / cfg.batch_size) for e, s in zip(epochs, sizes))
+    t0 = time.time()
+    summary = {"kind": cfg.kind, "params": count_params(model), "train": cfg.to_dict(), "rounds": []}
+    bar = tqdm(total=total_steps, desc=f"policy {cfg.kind}", unit="step", disable=not progress)
+    opt, step = fit(model, data, epochs[0], cfg, None, 0, total_steps, rng, bar, log, val)
+    save_policy(model, run_dir, {"step": step})
+    for r in range(1, rounds + 1):
+        phase["round"] = r
+        from wmfast.policy.evaluate import predictor, rollout_reach
+
+        got, stats = [], []
+        e = 0
+        while sum(len(g[0]) for g in got) < per_round:  # learner drives, expert labels, until enough samples
+            seeds = [_dagger_seed(cfg.seed, r, e + i) for i in range(32)]
+            e += 32
+            out = rollout_reach(predictor(model), seeds, min(cfg.dagger_horizon, k), size=size, label_chunk=k)
+            got.append(out["dagger"])
+            stats.append(out["success"])
+        f, a, v = (np.concatenate(x)[:per_round] for x in zip(*got))
+        data = data + Samples(f, a, v)
+        success = float(np.concatenate(stats).mean())
+        summary["rounds"].append({"round": r, "learner_success": success, "samples": len(data)})
+        bar.write(f"DAgger round {r}: learner success {success:.2f} while collecting; {len(data)} samples")
+        opt, step = fit(model, data, epochs[r], cfg, opt, step, total_steps, rng, bar, log, val)
+        save_policy(model, run_dir, {"step": step})
+    bar.close()
+    summary.update(steps=step, samples=len(data), seconds=time.time() - t0, threads=torch.get_num_threads(), device=str(device),
+                   val_loss=eval_loss(model, val, pcfg.discrete))
+    save_policy(model.to("cpu", memory_format=torch.contiguous_format), run_dir, {"step": step})
+    save_json(summary, os.path.join(run_dir, "train.json"))
+    from wmfast.train.metrics import plot_curves
+
+    plot_curves(metrics_path, os.path.join(run_dir, "curves.png"), title=f"policy {cfg.kind} on {cfg.data}")
+    return summary
+
+
+def _dagger_seed(seed: int, round_: int, episode: int) -> int:
+    from wmfast.data.reach import episode_seed
+
+    return episode_seed(seed * 1000 + round_, episode, 1)
