@@ -165,8 +165,8 @@ class GraphSession:
             sizes = self._checked[key] = self._sizes(tensors)
         if self.cuda_graph:
             return self._run_cuda_graph(tensors, sizes)
-        outputs = self._empty_outputs(sizes)
-        self._run(self._binding(self._prepare(tensors), outputs))
+        inputs, outputs = self._prepare(tensors), self._empty_outputs(sizes)   # alive until the run ends
+        self._run(self._binding(inputs, outputs))
         return tuple(outputs)
 
     def _binding(self, inputs, outputs):

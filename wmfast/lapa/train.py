@@ -27,6 +27,7 @@ from wmfast.config import Config, load_json, save_json
 from wmfast.errors import WmfastError
 from wmfast.lapa.data import PairData, PairSampler, load_split, save_split, split_episodes
 from wmfast.models.lapa import LapaConfig, LapaModel, named_config
+from wmfast.train import distributed
 from wmfast.train.trainer import _sigterm_as_interrupt, resolve_device
 
 FOLDER, WEIGHTS, CONFIG = "lapa", "model.safetensors", "config.json"
@@ -217,16 +218,22 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
     if train.batch_size < 1 or train.grad_accum < 1 or train.iterations < 0:
         raise WmfastError(f"need batch_size >= 1, grad_accum >= 1, iterations >= 0; got {train.batch_size}, "
                           f"{train.grad_accum}, {train.iterations}")
-    device = resolve_device(train.device)
+    # Under torchrun: one process per device, DDP (gloo on CPU, NCCL on GPU); batch_size stays the global batch.
+    created_group = distributed.env_world_size() > 1 and not distributed.is_distributed()
+    device = distributed.setup(train.device) if distributed.env_world_size() > 1 else resolve_device(train.device)
+    rank, main = distributed.rank(), distributed.is_main()
+    local_batch = distributed.check_divisible(train.batch_size)
     torch.manual_seed(train.seed)
 
-    ds = load_dataset(data) if isinstance(data, (str, os.PathLike)) else data
+    with distributed.main_first():
+        ds = load_dataset(data) if isinstance(data, (str, os.PathLike)) else data
     os.makedirs(folder, exist_ok=True)
     if resume:
         split = load_split(folder, ds)
     else:
         split = split_episodes(ds.n_episodes, seed=split_seed)
-        save_split(folder, split, ds, split_seed)
+        if main:
+            save_split(folder, split, ds, split_seed)
     pairs = PairData(ds, split, cfg.height, cfg.width)
     sampler = PairSampler(pairs, "train", seed=train.seed)
     val_idx = pairs.indices("val")
@@ -234,6 +241,7 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
         if len(val_idx) else val_idx
 
     model = LapaModel(cfg).to(device)
+    ddp = distributed.wrap(model, device)        # the model itself in one process
     opt = torch.optim.Adam(model.parameters(), lr=train.lr)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.amp == "fp16" else None
     start, best_val = 0, float("inf")
@@ -247,14 +255,16 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
         sampler.rng.bit_generator.state = json.loads(st["rng"]["sampler"])
         if scaler is not None and "scaler" in st:
             scaler.load_state_dict(st["scaler"])
-        _truncate_metrics(os.path.join(folder, METRICS), start)
+        if main:
+            _truncate_metrics(os.path.join(folder, METRICS), start)
     meta = {"data": str(data) if isinstance(data, (str, os.PathLike)) else str(ds.source), "config": config}
-    logger = _Logger(os.path.join(folder, METRICS),
-                     _wandb(folder, {**cfg.to_dict(), **train.to_dict()}) if train.wandb else None)
+    logger = _Logger(os.path.join(folder, METRICS) if main else os.devnull,
+                     _wandb(folder, {**cfg.to_dict(), **train.to_dict()}) if train.wandb and main else None)
 
     model.train()
     step, last = start, {}
-    bar = tqdm(total=train.iterations, initial=start, desc="train lapa", unit="it", disable=not train.progress,
+    bar = tqdm(total=train.iterations, initial=start, desc="train lapa", unit="it",
+               disable=not (train.progress and main),
                dynamic_ncols=True)
     try:
         with _sigterm_as_interrupt():
@@ -266,15 +276,24 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
                 opt.zero_grad(set_to_none=True)
                 sums = {}
                 for _ in range(train.grad_accum):
-                    frame_t, frame_t1 = sampler.sample(train.batch_size, device)
+                    # the global batch (the same draw on every process), then this process's share
+                    pick = sampler.idx[sampler.rng.integers(0, len(sampler.idx), train.batch_size)]
+                    frame_t, frame_t1 = pairs.batch(pick[rank * local_batch:(rank + 1) * local_batch], device)
                     with _autocast(device, train.amp):
-                        _, loss, m = model(frame_t, frame_t1)
-                    if not torch.isfinite(loss):
+                        _, loss, m = ddp(frame_t, frame_t1)
+                    if distributed.is_distributed():   # every process decides on the global loss
+                        loss_value = distributed.all_reduce_mean(loss.detach().clone())
+                    else:
+                        loss_value = loss
+                    if not torch.isfinite(loss_value):
                         raise WmfastError(f"lapa: loss became {float(loss)} at step {step}; lower --lr")
                     scaled = loss / train.grad_accum
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                     for k, v in {"loss": loss.detach(), **{k: v for k, v in m.items() if k != "indices"}}.items():
                         sums[k] = sums.get(k, 0.0) + float(v) / train.grad_accum
+                if distributed.is_distributed():       # logged values are over the global batch
+                    sums = dict(zip(sums, distributed.all_reduce_mean(torch.tensor(list(sums.values()),
+                                                                                   dtype=torch.float64, device=device)).tolist()))
                 if scaler is not None:
                     scaler.unscale_(opt)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
@@ -293,7 +312,7 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
                     logger.log(row)
                     bar.set_postfix(loss=f"{row['loss']:.4g}", psnr=f"{row['psnr']:.1f}")
                 last.update(row)
-                if len(val_idx) and (step % train.val_every == 0 or step == train.iterations):
+                if main and len(val_idx) and (step % train.val_every == 0 or step == train.iterations):
                     val = {f"val_{k}": v for k, v in score_pairs(model, pairs, val_idx, device).items()}
                     model.train()
                     logger.log({"step": step, **val})
@@ -301,26 +320,35 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
                     if val["val_mse"] < best_val:
                         best_val = val["val_mse"]
                         save_lapa(model, os.path.join(folder, "best"), metadata={"step": step, **meta})
-                if step % train.recon_every == 0 or step == train.iterations:
+                if main and (step % train.recon_every == 0 or step == train.iterations):
                     idx = val_idx if len(val_idx) else sampler.idx
                     save_reconstructions(model, pairs, idx[np.linspace(0, len(idx) - 1, 4).astype(int)],
                                          os.path.join(folder, "samples", f"recon_{step:07d}.png"), device)
                     model.train()
                 if step % train.usage_every == 0 or step == train.iterations:
-                    _log_usage(model, folder, step, logger, last)
-                if step % train.save_every == 0 and step < train.iterations:
+                    if main:
+                        _log_usage(model, folder, step, logger, last)
+                    else:   # usage counts are global (summed over processes): reset them everywhere
+                        model.quantizer.reset_usage()
+                if main and step % train.save_every == 0 and step < train.iterations:
                     _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
                 bar.update(1)
                 if callback is not None:
                     callback(step, model)
     except KeyboardInterrupt:
-        _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
+        if main:
+            _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
         bar.close()
-        plot_lapa_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"))
+        if main:
+            plot_lapa_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"))
         raise
     bar.close()
-    _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
-    plot_lapa_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"))
+    if main:
+        _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
+        plot_lapa_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"))
+    distributed.barrier()
+    if created_group:
+        distributed.teardown()
     return last
 
 

@@ -34,12 +34,17 @@ class DynamicsConfig(SpaceTimeConfig):
     # one or two tokens of a mostly static frame: at weight 1 the loss barely notices whether the
     # model put it where the action says. 1 keeps tinyworlds' training.
     changed_token_weight: float = 1.0
+    # > 0: spatial attention only among patches at most this many rows/columns apart (0: global, as
+    # tinyworlds). A moved agent is found among the neighbours of where it was.
+    spatial_window: int = 0
 
     def __post_init__(self):
         if self.codebook_size == 0:
             self.codebook_size = self.num_bins ** self.latent_dim
         if not 0.0 <= self.future_mask_prob <= 1.0:
             raise WmfastError(f"future_mask_prob must be in [0, 1], got {self.future_mask_prob}")
+        if self.spatial_window < 0:
+            raise WmfastError(f"spatial_window must be >= 0, got {self.spatial_window}")
         if self.changed_token_weight <= 0:
             raise WmfastError(f"changed_token_weight must be > 0, got {self.changed_token_weight}")
 
@@ -97,6 +102,9 @@ class DynamicsModel(nn.Module):
         self.register_buffer("pos", spatial_pe(grid, grid, cfg.embed_dim), persistent=False)  # [1, P, E]
         self.transformer = STTransformer(cfg.embed_dim, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks,
                                          cond_dim=cfg.conditioning_dim)
+        if cfg.spatial_window > 0:
+            for block in self.transformer.blocks:
+                block.spatial_attn.restrict_to_window(grid, cfg.spatial_window)
         self.output_mlp = nn.Linear(cfg.embed_dim, cfg.codebook_size)
         self.fsq = FSQ(cfg.latent_dim, cfg.num_bins, persistent=False)   # index -> latent for FSQ tokenizers
 

@@ -94,15 +94,23 @@ class Attention(nn.Module):
         q = self.q_proj(seq).reshape(N, L, H, E // H).transpose(1, 2)          # [N, H, L, Dh]
         k = self.k_proj(seq).reshape(N, L, H, E // H).transpose(1, 2)
         v = self.v_proj(seq).reshape(N, L, H, E // H).transpose(1, 2)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=self.axis == "time")
+        window = getattr(self, "window_mask", None)                             # [P, P] bool or None
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=window, is_causal=self.axis == "time")
         if _capture.active:  # wmfast.viz.capture_attention is open: recompute this call's probabilities
-            _capture.record(self, q, k, causal=self.axis == "time", shape=(B, T, P))
+            _capture.record(self, q, k, causal=self.axis == "time", shape=(B, T, P), mask=window)
         o = self.out_proj(o.transpose(1, 2).reshape(N, L, E))                  # [N, L, E]
         if self.axis == "space":
             o = o.reshape(B, T, P, E)
         else:
             o = o.reshape(B, P, T, E).transpose(1, 2)
         return self.norm(x + o, cond)
+
+    def restrict_to_window(self, grid: int, radius: int):
+        """Spatial attention only between patches at most `radius` rows and columns apart
+        (a local inductive bias: what moves one patch is found among the neighbours)."""
+        rows, cols = torch.arange(grid).repeat_interleave(grid), torch.arange(grid).repeat(grid)
+        near = ((rows[:, None] - rows[None]).abs() <= radius) & ((cols[:, None] - cols[None]).abs() <= radius)
+        self.register_buffer("window_mask", near, persistent=False)             # [P, P]
 
     # -- cached inference (rollout engines) ----------------------------------------------------
     def split_heads(self, proj, seq):

@@ -27,6 +27,7 @@ from wmfast.config import Config, save_json
 from wmfast.errors import WmfastError
 from wmfast.policy.cnn import KINDS, PolicyConfig, to_input
 from wmfast.policy.io import build_policy, count_params, save_policy
+from wmfast.train import distributed
 
 
 @dataclasses.dataclass
@@ -187,6 +188,8 @@ def fit(model, data: Samples, epochs: int, cfg: PolicyTrainConfig, opt=None, ste
         rng=None, bar=None, log=None, val: Samples = None):
     """Train `model` on `data` for `epochs` epochs (shuffled, last batch partial). Returns (opt, step)."""
     discrete = model.config.discrete
+    net = distributed.wrap(model, next(model.parameters()).device)   # DDP under torchrun, else the model
+    rank, world = distributed.rank(), distributed.world_size()
     opt = opt or torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = rng or np.random.default_rng(cfg.seed)
     total_steps = total_steps or epochs * math.ceil(len(data) / cfg.batch_size)
@@ -198,19 +201,32 @@ def fit(model, data: Samples, epochs: int, cfg: PolicyTrainConfig, opt=None, ste
             lr = _lr(step, cfg, total_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = _batch(model, data, np.sort(perm[i:i + cfg.batch_size]), discrete)
-            if not torch.isfinite(loss):
-                raise WmfastError(f"policy training diverged at step {step} (loss {float(loss)}); lower --lr")
+            idx = np.sort(perm[i:i + cfg.batch_size])
+            if len(idx) < world:   # a last batch too small to give every process a sample
+                continue
+            local = np.array_split(idx, world)[rank]   # this process's share of the global batch
+            loss = _batch(net, data, local, discrete)
+            scale = 1.0
+            if world > 1:   # the loss is a mean over valid targets: weigh each process by its count
+                w = float(data.valid[local].sum())
+                tot = distributed.all_reduce_sum(torch.tensor([float(loss.detach()) * w, w], dtype=torch.float64,
+                                                              device=loss.device))
+                scale, gloss = w * world / max(float(tot[1]), 1.0), float(tot[0]) / max(float(tot[1]), 1.0)
+                loss_value = torch.tensor(gloss)
+            else:
+                loss_value = loss
+            if not torch.isfinite(loss_value):
+                raise WmfastError(f"policy training diverged at step {step} (loss {float(loss_value)}); lower --lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if scale == 1.0 else loss * scale).backward()   # DDP averages: the global batch's gradient
             opt.step()
             step += 1
-            run_loss += loss.item()
+            run_loss += loss_value.item()
             run_n += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-        if log is not None:
+                bar.set_postfix(loss=f"{float(loss_value):.4f}")
+        if log is not None and distributed.is_main():
             log({"step": step, "loss": run_loss / max(run_n, 1), "val_loss": eval_loss(model, val, discrete),
                  "lr": lr, "samples": len(data), "epoch_s": time.time() - t0})
     return opt, step
@@ -251,11 +267,15 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
 
     from wmfast.train.trainer import resolve_device
 
-    device = resolve_device(cfg.device)
+    # Under torchrun: one process per device, DDP (gloo on CPU, NCCL on GPU); only rank 0 writes.
+    created_group = distributed.env_world_size() > 1 and not distributed.is_distributed()
+    device = distributed.setup(cfg.device) if distributed.env_world_size() > 1 else resolve_device(cfg.device)
+    main = distributed.is_main()
     model = build_policy(pcfg).to(device, memory_format=torch.channels_last)
     os.makedirs(run_dir, exist_ok=True)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    open(metrics_path, "w").close()
+    if main:
+        open(metrics_path, "w").close()
     phase = {"round": 0}
 
     def log(row):
@@ -271,9 +291,10 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
     total_steps = sum(e * math.ceil(s / cfg.batch_size) for e, s in zip(epochs, sizes))
     t0 = time.time()
     summary = {"kind": cfg.kind, "params": count_params(model), "train": cfg.to_dict(), "rounds": []}
-    bar = tqdm(total=total_steps, desc=f"policy {cfg.kind}", unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, desc=f"policy {cfg.kind}", unit="step", disable=not (progress and main))
     opt, step = fit(model, data, epochs[0], cfg, None, 0, total_steps, rng, bar, log, val)
-    save_policy(model, run_dir, {"step": step})
+    if main:
+        save_policy(model, run_dir, {"step": step})
     for r in range(1, rounds + 1):
         phase["round"] = r
         from wmfast.policy.evaluate import predictor, rollout_reach
@@ -292,15 +313,20 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
         summary["rounds"].append({"round": r, "learner_success": success, "samples": len(data)})
         bar.write(f"DAgger round {r}: learner success {success:.2f} while collecting; {len(data)} samples")
         opt, step = fit(model, data, epochs[r], cfg, opt, step, total_steps, rng, bar, log, val)
-        save_policy(model, run_dir, {"step": step})
+        if main:
+            save_policy(model, run_dir, {"step": step})
     bar.close()
     summary.update(steps=step, samples=len(data), seconds=time.time() - t0, threads=torch.get_num_threads(), device=str(device),
                    val_loss=eval_loss(model, val, pcfg.discrete))
-    save_policy(model.to("cpu", memory_format=torch.contiguous_format), run_dir, {"step": step})
-    save_json(summary, os.path.join(run_dir, "train.json"))
-    from wmfast.train.metrics import plot_curves
+    if main:
+        save_policy(model.to("cpu", memory_format=torch.contiguous_format), run_dir, {"step": step})
+        save_json(summary, os.path.join(run_dir, "train.json"))
+        from wmfast.train.metrics import plot_curves
 
-    plot_curves(metrics_path, os.path.join(run_dir, "curves.png"), title=f"policy {cfg.kind} on {cfg.data}")
+        plot_curves(metrics_path, os.path.join(run_dir, "curves.png"), title=f"policy {cfg.kind} on {cfg.data}")
+    distributed.barrier()
+    if created_group:
+        distributed.teardown()
     return summary
 
 

@@ -16,13 +16,15 @@ PRESETS = {
 # transitions where the tinyworlds LAM collapsed to one code): a conv inverse-dynamics encoder, an
 # 8-code VQ with dead-code reset and a conv decoder that sees x_t-1 and x_t. "tinyworlds" keeps
 # tinyworlds' own LAM.
-CONV_LAM = dict(architecture="conv", quantizer="vq", vq_dead_code_every=100, conv_context=2)
+CONV_LAM = dict(architecture="conv", quantizer="vq", vq_dead_code_every=100, conv_context=2, onehot_actions=True)
+# Dynamics trained on some clips as rollouts use it (complete context, masked last frame).
+DYNAMICS = dict(future_mask_prob=0.5)
 
 # Per-stage settings, which a flat preset cannot hold (`quantizer` means one thing to the
 # tokenizer and another to the LAM).
 STAGE_PRESETS = {
-    "tiny": {"actions": CONV_LAM},
-    "small": {"actions": CONV_LAM},
+    "tiny": {"actions": CONV_LAM, "dynamics": DYNAMICS},
+    "small": {"actions": CONV_LAM, "dynamics": DYNAMICS},
 }
 
 
