@@ -24,7 +24,8 @@ PARTS = [
                                f"--junitxml={out[:-5]}.xml"], 150),
     ("bench-vq", lambda out: [PY, "-m", "wmfast", "bench", "vq", "--device", "cuda", "--threads", "1",
                               "--json", out], 75),
-    ("bench-attention", lambda out: [PY, "-m", "wmfast", "bench", "attention", "--device", "cuda", "--json", out], 75),
+    ("bench-attention", lambda out: [PY, "-m", "wmfast", "bench", "attention", "--device", "cuda", "--reps", "3",
+                                     "--json", out], 150),
     # World eager / torch.compile (CUDA graphs) / onnxruntime CUDA EP (CUDA graphs), batch 1 and 32
     ("bench-rollout", lambda out: [PY, "-c", "from wmfast.bench.export import run_export_benchmark; "
                                    f"run_export_benchmark({out!r}, device='cuda', compile=True, reps=5)"], 150),

@@ -18,9 +18,12 @@ import numpy as np
 import torch
 
 from wmfast.errors import WmfastError
+from wmfast.train.presets import CONV_LAM
 
 # name -> LatentActionConfig overrides
-VARIANTS = {"legacy": {}, "windowed": {"use_windowed_attention": True}, "conv": {"architecture": "conv"}}
+# Explicit settings, whatever the preset's own LAM (the small/tiny presets train the conv LAM).
+LEGACY = {"architecture": "transformer", "quantizer": "fsq", "onehot_actions": False}
+VARIANTS = {"legacy": LEGACY, "windowed": {**LEGACY, "use_windowed_attention": True}, "conv": CONV_LAM}
 EVAL_CLIPS = 16
 ROLLOUT_STEPS = 4        # frames generated past the context in the evaluation
 MASKGIT_STEPS = 8

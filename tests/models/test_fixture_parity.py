@@ -1,12 +1,14 @@
 """The models reproduce tinyworlds' outputs on the shared parity fixture (weights loaded
 directly from its state dicts; the importer has its own tests)."""
+from pathlib import Path
+
 import pytest
 import torch
 
-from conftest import FIXTURE
 from wmfast.models import DynamicsConfig, DynamicsModel, LatentActionConfig, LatentActionModel, \
     TokenizerConfig, VideoTokenizer, WorldModel
 
+FIXTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "tinyworlds-small"
 pytestmark = pytest.mark.skipif(not (FIXTURE / "expected.pt").exists(), reason="shared fixture not found")
 
 

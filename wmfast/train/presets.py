@@ -17,8 +17,10 @@ PRESETS = {
 # 8-code VQ with dead-code reset and a conv decoder that sees x_t-1 and x_t. "tinyworlds" keeps
 # tinyworlds' own LAM.
 CONV_LAM = dict(architecture="conv", quantizer="vq", vq_dead_code_every=100, conv_context=2, onehot_actions=True)
-# Dynamics trained on some clips as rollouts use it (complete context, masked last frame).
-DYNAMICS = dict(future_mask_prob=0.5)
+# Dynamics trained as rollouts use it (complete context, masked last frame), spatial attention among
+# neighbouring patches, tokens that change weighted x2: on held-out maze this took the controllability
+# gap (ΔtPSNR, t=4) from 0.0 to 1.3 dB (the tinyworlds scheme never learned which way the agent moves).
+DYNAMICS = dict(future_mask_prob=1.0, spatial_window=1, changed_token_weight=2.0)
 
 # Per-stage settings, which a flat preset cannot hold (`quantizer` means one thing to the
 # tokenizer and another to the LAM).
