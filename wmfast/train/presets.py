@@ -17,10 +17,12 @@ PRESETS = {
 # 8-code VQ with dead-code reset and a conv decoder that sees x_t-1 and x_t. "tinyworlds" keeps
 # tinyworlds' own LAM.
 CONV_LAM = dict(architecture="conv", quantizer="vq", vq_dead_code_every=100, conv_context=2, onehot_actions=True)
-# Dynamics trained as rollouts use it (complete context, masked last frame), spatial attention among
-# neighbouring patches, tokens that change weighted x2: on held-out maze this took the controllability
-# gap (ΔtPSNR, t=4) from 0.0 to 1.3 dB (the tinyworlds scheme never learned which way the agent moves).
-DYNAMICS = dict(future_mask_prob=1.0, spatial_window=1, changed_token_weight=2.0)
+# Dynamics: half the clips trained as rollouts use the model (complete context, only the last frame
+# masked); the rest keep tinyworlds' masking. Held-out maze, one run each: teacher-forced 27.0 vs
+# 26.5 dB, autoregressive 26.0 vs 25.9 dB. Opt-in options that made the dynamics follow the actions's
+# direction in one run (future_mask_prob=1, spatial_window=1, changed_token_weight=2: ΔtPSNR +1.3 dB)
+# but not in the next (-1.1 dB, and 10 dB worse rollouts) stay off until they are reliable.
+DYNAMICS = dict(future_mask_prob=0.5)
 
 # Per-stage settings, which a flat preset cannot hold (`quantizer` means one thing to the
 # tokenizer and another to the LAM).
