@@ -52,7 +52,8 @@ def test_shipped_model(maze_h5, tmp_path):
     names = list(attention_modules(world))
     n_modules = sum(isinstance(m, torch.nn.Module) and type(m).__name__ == "Attention"
                     for model in world.modules() for m in model.modules())
-    assert len(names) == n_modules == 20                  # 3 models x 2 blocks x (spatial, temporal), + LAM decoder
+    # tokenizer encoder, decoder and dynamics: 3 STTs x 2 blocks x (spatial, temporal); the conv LAM has none
+    assert len(names) == n_modules == 12
     report = check_report(out, names, heads=4)
     assert report["settings"]["step"] == 2 and report["settings"]["query_patch"] == 3 * 8 + 4
 
