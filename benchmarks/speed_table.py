@@ -37,7 +37,8 @@ def vq_rows(report, source) -> list:
     for r in report["rows"]:
         if (r["N"], r["K"], r["D"]) not in ((65536, 1024, 32), (65536, 1024, 128)) or "x_expand" not in r:
             continue
-        result = f"{r['x_expand']:.2f}x faster (median of {r['rounds']}, spread {r['ours_spread']:.0%})"
+        speed = "faster" if r["x_expand"] >= 1 else "the speed (slower)"
+        result = f"{r['x_expand']:.2f}x {speed} (median of {r['rounds']}, spread {r['ours_spread']:.0%})"
         if "x_faiss" in r:
             result += f"; {r['x_faiss']:.2f}x vs FAISS"
         if "ours_peak_mib" in r and "expand_peak_mib" in r:

@@ -564,6 +564,19 @@ def _bench_vq(a):
                      grid=grid)
 
 
+def add_world_options(p, mode: str, steps: int):
+    """The World options `rollout` and `play` share: engine mode, MaskGIT steps, start, backend, device."""
+    p.add_argument("--steps", type=positive_int, default=steps, help="MaskGIT steps per frame")
+    p.add_argument("--mode", choices=["compat", "fast"], default=mode,
+                   help="compat: the reference's exact tokens; fast: named approximations, fastest")
+    p.add_argument("--data", default=None, help="dataset for the context frames (default: the data the run was "
+                                                "trained on, else the embedded default game)")
+    p.add_argument("--episode", type=nonneg_int, default=0, help="episode of the dataset to start from")
+    p.add_argument("--backend", choices=["eager", "compile", "onnx"], default="eager",
+                   help="onnx needs `wmfast export --run RUN` first")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+
+
 @command
 def add_rollout(sub, bench):
     p = sub.add_parser("rollout", help="roll a trained world model out from an episode; write a GIF/MP4")
@@ -576,15 +589,7 @@ def add_rollout(sub, bench):
                         "action names or ids")
     p.add_argument("--out", default="rollout.gif", type=output_file(".gif", ".mp4"),
                    help="GIF or MP4 (beside the true frames when the data has them)")
-    p.add_argument("--steps", type=positive_int, default=10, help="MaskGIT steps per frame")
-    p.add_argument("--mode", choices=["compat", "fast"], default="compat",
-                   help="compat: the reference's exact tokens, faster; fast: named approximations, fastest")
-    p.add_argument("--data", default=None, help="dataset for the context frames (default: the data the run was "
-                                                "trained on, else the embedded default game)")
-    p.add_argument("--episode", type=nonneg_int, default=0, help="episode of the dataset to start from")
-    p.add_argument("--backend", choices=["eager", "compile", "onnx"], default="eager",
-                   help="onnx needs `wmfast export --run RUN` first")
-    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add_world_options(p, mode="compat", steps=10)
     p.add_argument("--temperature", type=nonneg_float, default=0.0, help="MaskGIT sampling temperature (0: argmax)")
     p.add_argument("--seed", type=nonneg_int, default=None, help="sampling seed (with --temperature > 0)")
     p.set_defaults(func=_rollout)
@@ -594,15 +599,7 @@ def add_rollout(sub, bench):
     p.add_argument("--out", default=None, type=output_file(".png", ".gif", ".mp4"),
                    help="frames written live: .png (latest frame) or .gif/.mp4 (on exit)")
     p.add_argument("--ansi", action="store_true", help="also draw frames in the terminal (default without --out)")
-    p.add_argument("--mode", choices=["compat", "fast"], default="fast",
-                   help="compat: the reference's exact tokens; fast: named approximations, fastest")
-    p.add_argument("--steps", type=positive_int, default=4, help="MaskGIT steps per frame")
-    p.add_argument("--data", default=None, help="dataset for the first frames (default: the data the run was "
-                                                "trained on, else the embedded default game)")
-    p.add_argument("--episode", type=nonneg_int, default=0, help="episode of the dataset to start from")
-    p.add_argument("--backend", choices=["eager", "compile", "onnx"], default="eager",
-                   help="onnx needs `wmfast export --run RUN` first")
-    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add_world_options(p, mode="fast", steps=4)
     p.add_argument("--action-space", choices=["latent", "game"], default="latent",
                    help="keys are latent action ids, or game action ids through RUN/action_map.json")
     p.set_defaults(func=_play)

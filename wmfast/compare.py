@@ -99,24 +99,21 @@ def compare_lam(data=None, steps: int = 300, out: str = "compare-lam", preset: s
     return report
 
 
-ROWS = [  # (key, label, how to read it from one seed's results, better)
-    ("lam_loss", "LAM loss (final window)", lambda r: r["lam_train"].get("loss"), "lower"),
-    ("lam_it_per_s", "LAM it/s", lambda r: r["lam_train"].get("it_per_s"), "higher"),
-    ("codebook_usage", "codebook usage % (held-out)", lambda r: r["eval"].get("codebook_usage"), "higher"),
-    ("perplexity", "code perplexity (held-out)", lambda r: r["eval"].get("perplexity"), "higher"),
-    ("encoder_variance", "encoder variance (held-out)", lambda r: r["eval"].get("encoder_variance"), "higher"),
-    ("action_nmi", "action NMI, all transitions", lambda r: r["eval"].get("action_nmi"), "higher"),
-    ("action_nmi_changed", "action NMI, changed transitions", lambda r: r["eval"].get("action_nmi_changed"),
-     "higher"),
-    ("dynamics_loss", "dynamics loss (final window)", lambda r: r["dynamics_train"].get("loss"), "lower"),
-    ("dynamics_it_per_s", "dynamics it/s", lambda r: r["dynamics_train"].get("it_per_s"), "higher"),
-    ("mse_teacher_forced", "next-frame MSE, teacher-forced", lambda r: r["eval"].get("mse_teacher_forced"), "lower"),
-    ("mse_autoregressive", "next-frame MSE, autoregressive", lambda r: r["eval"].get("mse_autoregressive"), "lower"),
-    ("mse_game_actions", "MSE, autoregressive with game actions", lambda r: r["eval"].get("mse_game_actions"),
-     "lower"),
-    ("mse_copy_last_frame", "MSE, copy last frame", lambda r: r["eval"].get("mse_copy_last_frame"), "lower"),
-    ("controllability_gap", "ΔtPSNR dB (t = min(4, horizon))", lambda r: r["eval"].get("controllability_gap"),
-     "higher"),
+ROWS = [  # (key, label, part of one seed's results holding it, its name there, better)
+    ("lam_loss", "LAM loss (final window)", "lam_train", "loss", "lower"),
+    ("lam_it_per_s", "LAM it/s", "lam_train", "it_per_s", "higher"),
+    ("codebook_usage", "codebook usage % (held-out)", "eval", "codebook_usage", "higher"),
+    ("perplexity", "code perplexity (held-out)", "eval", "perplexity", "higher"),
+    ("encoder_variance", "encoder variance (held-out)", "eval", "encoder_variance", "higher"),
+    ("action_nmi", "action NMI, all transitions", "eval", "action_nmi", "higher"),
+    ("action_nmi_changed", "action NMI, changed transitions", "eval", "action_nmi_changed", "higher"),
+    ("dynamics_loss", "dynamics loss (final window)", "dynamics_train", "loss", "lower"),
+    ("dynamics_it_per_s", "dynamics it/s", "dynamics_train", "it_per_s", "higher"),
+    ("mse_teacher_forced", "next-frame MSE, teacher-forced", "eval", "mse_teacher_forced", "lower"),
+    ("mse_autoregressive", "next-frame MSE, autoregressive", "eval", "mse_autoregressive", "lower"),
+    ("mse_game_actions", "MSE, autoregressive with game actions", "eval", "mse_game_actions", "lower"),
+    ("mse_copy_last_frame", "MSE, copy last frame", "eval", "mse_copy_last_frame", "lower"),
+    ("controllability_gap", "ΔtPSNR dB (t = min(4, horizon))", "eval", "controllability_gap", "higher"),
 ]
 
 
@@ -125,8 +122,8 @@ def summarize(results: dict) -> dict:
     out = {}
     for name, by_seed in results.items():
         out[name] = {}
-        for key, _, get, better in ROWS:
-            values = [_num(get(r)) for r in by_seed.values()]
+        for key, _, part, field, better in ROWS:
+            values = [_num(r[part].get(field)) for r in by_seed.values()]
             arr = np.array(values, dtype=np.float64)
             ok = arr[np.isfinite(arr)]
             out[name][key] = {"mean": float(ok.mean()) if ok.size else float("nan"),
@@ -152,7 +149,7 @@ def write_markdown(report: dict, path: str) -> str:
         "| metric | " + " | ".join(names) + " | better |",
         "|---|" + "---|" * len(names) + "---|",
     ]
-    for key, label, _, better in ROWS:
+    for key, label, _, _, better in ROWS:
         cells = [_fmt_pm(s[n][key]) for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {better} |")
     lines += [""]

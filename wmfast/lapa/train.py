@@ -28,7 +28,7 @@ from wmfast.errors import WmfastError
 from wmfast.lapa.data import PairData, PairSampler, load_split, save_split, split_episodes
 from wmfast.models.lapa import LapaConfig, LapaModel, named_config
 from wmfast.train import distributed
-from wmfast.train.trainer import _sigterm_as_interrupt, resolve_device
+from wmfast.train.trainer import _sigterm_as_interrupt, resolve_device, truncate_metrics
 
 FOLDER, WEIGHTS, CONFIG = "lapa", "model.safetensors", "config.json"
 TRAIN_STATE, TRAIN_CONFIG, METRICS = "train_state.pt", "train_config.json", "metrics.jsonl"
@@ -142,17 +142,6 @@ def _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train,
     save_json(train.to_dict(), os.path.join(folder, TRAIN_CONFIG))
 
 
-def _truncate_metrics(path, step):
-    """On resume, drop log lines written after the checkpoint we resume from."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(lines)
-    os.replace(path + ".tmp", path)
-
-
 def peak_memory_mib(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -256,7 +245,7 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
         if scaler is not None and "scaler" in st:
             scaler.load_state_dict(st["scaler"])
         if main:
-            _truncate_metrics(os.path.join(folder, METRICS), start)
+            truncate_metrics(os.path.join(folder, METRICS), start)
     meta = {"data": str(data) if isinstance(data, (str, os.PathLike)) else str(ds.source), "config": config}
     logger = _Logger(os.path.join(folder, METRICS) if main else os.devnull,
                      _wandb(folder, {**cfg.to_dict(), **train.to_dict()}) if train.wandb and main else None)

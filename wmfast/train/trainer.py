@@ -157,14 +157,15 @@ def _save_checkpoint(folder, model, opt, step, sampler, train, meta):
     save_json(train.to_dict(), os.path.join(folder, TRAIN_CONFIG))
 
 
-def _truncate_metrics(path, step):
+def truncate_metrics(path, step):
     """On resume, drop log lines written after the checkpoint we resume from."""
     if not os.path.exists(path):
         return
     with open(path) as f:
         lines = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
         f.writelines(lines)
+    os.replace(path + ".tmp", path)
 
 
 class _StopRequest:
@@ -409,7 +410,7 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
                               f"(pass --steps N --resume --force to train further)")
         _set_rng_state(sampler, saved_state["rng"])
         if main:
-            _truncate_metrics(os.path.join(folder, METRICS), start)
+            truncate_metrics(os.path.join(folder, METRICS), start)
     os.makedirs(folder, exist_ok=True)
     if main:
         from wmfast.run_data import save_data_record
