@@ -55,9 +55,11 @@ def export_rows(report, source) -> list:
             if f"{engine} speedup" not in r:
                 continue
             same = r.get(f"{engine} identical_tokens")
+            threads = f", {report['threads']} thread(s)" if report.get("threads") else ""
             rows.append((f"World(backend={'onnx' if engine == 'onnxruntime' else 'compile'}), {r['mode']}, "
-                         f"batch {r['batch']}, {report['machine']['device']}; {report['shape']}",
-                         f"eager World ({r['eager_ms_per_frame']:.0f} ms/frame)",
+                         f"batch {r['batch']}, {report['machine']['device']}{threads}; {report['shape']}",
+                         f"eager World ({r['eager_ms_per_frame']:.0f} ms/frame"
+                         + (f", spread {r['eager_spread']:.0%})" if "eager_spread" in r else ")"),
                          f"{r[f'{engine} speedup']:.2f}x ({r[f'{engine}_ms_per_frame']:.0f} ms/frame, median of "
                          f"{report['reps']}, spread {r[f'{engine}_spread']:.0%}); identical tokens: {same}", source))
     return rows

@@ -222,7 +222,8 @@ def graph_specs(configs: dict) -> dict:
         S, A = lam.frame_size, lam.action_dim
         specs["action_encoder"] = GraphSpec(
             "action_encoder", "actions", (TensorSpec("frames", f32, ("batch", "frames", 3, S, S)),),
-            (TensorSpec("actions", f32, ("batch", "frames - 1", A)), TensorSpec("z", f32, ("batch", "frames - 1", A))),
+            (TensorSpec("actions", f32, ("batch", "frames - 1", A)),
+             TensorSpec("z", f32, ("batch", "frames - 1", lam.vq_code_dim if lam.quantizer == "vq" else A))),
             "frames -> quantized action latents between consecutive frames (and the encoder output)")
         specs["action_latents"] = GraphSpec(
             "action_latents", "actions", (TensorSpec("action_ids", i64, ("batch",)),),

@@ -294,5 +294,14 @@ def print_report(report: dict):
     print("PASS" if report["passed"] else "FAIL: above tolerance (see the rows marked False)")
 
 
+def parity_exit_code(exported: dict, print_fn=print_report) -> int:
+    """After an export: print its parity report, if one ran (exported["parity"]); the exit code
+    of `wmfast export` (1 when parity failed, else 0)."""
+    if "parity" not in exported:
+        return 0
+    print_fn(exported["parity"])
+    return 0 if exported["parity"]["passed"] else 1
+
+
 def write_report(report: dict, path):
     write_json(report, path)

@@ -90,10 +90,9 @@ def print_policy_parity(report: dict) -> None:
 def cli_export_policy(a) -> int:
     info = export_policy(a.policy, a.out, opset=a.opset, check=not a.no_parity)
     print(f"{info['file']}: {info['bytes'] / 1e6:.2f} MB, exported in {info['export_s']:.1f} s")
-    if "parity" in info:
-        print_policy_parity(info["parity"])
-        return 0 if info["parity"]["passed"] else 1
-    return 0
+    from wmfast.export.parity import parity_exit_code
+
+    return parity_exit_code(info, print_policy_parity)
 
 
 def cli_parity_hook(a):

@@ -129,8 +129,9 @@ def _forward(Q, K, V, Out, Lse, Part,
 
 
 @triton.jit
-def _load_rows(X, b, f, h, offs, mask_rows, offs_d, mask_d, stride_b, stride_t, stride_p, stride_h):
-    return tl.load(X + b * stride_b + f * stride_t + offs[:, None] * stride_p + h * stride_h + offs_d[None, :],
+def _load_rows(X, b, f, h, offs, mask_rows, offs_d, mask_d, T, P, H, D):
+    """Rows offs of frame f, head h from a contiguous X [B, T, P, H, D] (the backward's q, k, v)."""
+    return tl.load(X + (((b * T + f) * P + offs[:, None]) * H + h) * D + offs_d[None, :],
                    mask=mask_rows[:, None] & mask_d[None, :], other=0.0)
 
 
@@ -155,14 +156,11 @@ def _pooled_window_dq(s, lse, g, v, k, r, x, y, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _backward_dq(Q, K, V, G, Delta, Lse, R, DQ,
-                 stride_qb, stride_qt, stride_qp, stride_qh,
-                 stride_kb, stride_kt, stride_kp, stride_kh,
-                 stride_vb, stride_vt, stride_vp, stride_vh,
-                 T, P, H, D, scale,
+def _backward_dq(Q, K, V, G, Delta, Lse, R, DQ, T, P, H, D, scale,
                  D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, POOL: tl.constexpr,
                  DOT_PRECISION: tl.constexpr):
-    """G: POOL -> [B, W, H, D] (dL/dpooled); else [B, W, 2P, H, D] (dL/dout), contiguous.
+    """Q, K, V [B, T, P, H, D] contiguous. G: POOL -> [B, W, H, D] (dL/dpooled); else [B, W, 2P, H, D]
+    (dL/dout), contiguous.
     Delta [B*H, W, 2P] = rowwise dO . O (unpooled only). Writes DQ [B, T, P, H, D] and, with
     POOL, R [B*H, W, 2P] = sum_j A_ij u_j."""
     pid_m, t, bh, b, h, offs_m, mask_m = _query_block(H, P, BLOCK_M)
@@ -174,7 +172,7 @@ def _backward_dq(Q, K, V, G, Delta, Lse, R, DQ,
     right_m = mask_m & ((offs_m * 0 + t) < T - 1)
     left_d = mask_d & ((offs_d * 0 + t) > 0)
     right_d = mask_d & ((offs_d * 0 + t) < T - 1)
-    q = _load_rows(Q, b, t, h, offs_m, mask_m, offs_d, mask_d, stride_qb, stride_qt, stride_qp, stride_qh)
+    q = _load_rows(Q, b, t, h, offs_m, mask_m, offs_d, mask_d, T, P, H, D)
     # lse of the left (window t-1) and right (window t) rows; +inf where the window does not exist -> A = 0
     lse_l = tl.load(Lse + (bh * W + t - 1) * N2 + P + offs_m, mask=left_m, other=float("inf"))
     lse_r = tl.load(Lse + (bh * W + t) * N2 + offs_m, mask=right_m, other=float("inf"))
@@ -202,8 +200,8 @@ def _backward_dq(Q, K, V, G, Delta, Lse, R, DQ,
         for n0 in range(0, n_end, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             mask_n = offs_n < P
-            k = _load_rows(K, b, f, h, offs_n, mask_n, offs_d, mask_d, stride_kb, stride_kt, stride_kp, stride_kh)
-            v = _load_rows(V, b, f, h, offs_n, mask_n, offs_d, mask_d, stride_vb, stride_vt, stride_vp, stride_vh)
+            k = _load_rows(K, b, f, h, offs_n, mask_n, offs_d, mask_d, T, P, H, D)
+            v = _load_rows(V, b, f, h, offs_n, mask_n, offs_d, mask_d, T, P, H, D)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
             s = tl.where(mask_n[None, :], s, float("-inf"))
             if blk < 2:  # left window: blocks 0, 1
@@ -225,8 +223,7 @@ def _backward_dq(Q, K, V, G, Delta, Lse, R, DQ,
 
 
 @triton.jit
-def _dkv_window(k, v, dk, dv, Q, G, Delta, Lse, R, b, h, bh, t, w, first_half, T, P, H, D, scale,
-                stride_qb, stride_qt, stride_qp, stride_qh, offs_d, mask_d,
+def _dkv_window(k, v, dk, dv, Q, G, Delta, Lse, R, b, h, bh, t, w, first_half, T, P, H, D, scale, offs_d, mask_d,
                 D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, POOL: tl.constexpr,
                 DOT_PRECISION: tl.constexpr):
     """Add to dk, dv [BLOCK_N, D_PAD] what the queries of frame t contribute through window w.
@@ -242,7 +239,7 @@ def _dkv_window(k, v, dk, dv, Q, G, Delta, Lse, R, b, h, bh, t, w, first_half, T
     for m0 in range(0, m_end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         mask_m = offs_m < P
-        q = _load_rows(Q, b, t, h, offs_m, mask_m, offs_d, mask_d, stride_qb, stride_qt, stride_qp, stride_qh)
+        q = _load_rows(Q, b, t, h, offs_m, mask_m, offs_d, mask_d, T, P, H, D)
         lse = tl.load(Lse + (bh * W + w) * N2 + row0 + offs_m, mask=mask_m, other=float("inf"))
         st = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * scale       # [N, M]
         at = tl.exp(st - lse[None, :])                                           # A^T, 0 for masked queries
@@ -264,15 +261,11 @@ def _dkv_window(k, v, dk, dv, Q, G, Delta, Lse, R, b, h, bh, t, w, first_half, T
 
 
 @triton.jit
-def _backward_dkv(Q, K, V, G, Delta, Lse, R, DK, DV,
-                  stride_qb, stride_qt, stride_qp, stride_qh,
-                  stride_kb, stride_kt, stride_kp, stride_kh,
-                  stride_vb, stride_vt, stride_vp, stride_vh,
-                  T, P, H, D, scale,
+def _backward_dkv(Q, K, V, G, Delta, Lse, R, DK, DV, T, P, H, D, scale,
                   D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, POOL: tl.constexpr,
                   DOT_PRECISION: tl.constexpr):
     """Key rows of frame f: windows f-1 (frame f second) and f (frame f first), each with its
-    two query frames. Writes DK, DV [B, T, P, H, D]."""
+    two query frames. Q, K, V and DK, DV [B, T, P, H, D], contiguous."""
     pid_n = tl.program_id(0)
     f = tl.program_id(1)
     bh = tl.program_id(2)
@@ -282,24 +275,20 @@ def _backward_dkv(Q, K, V, G, Delta, Lse, R, DK, DV,
     offs_d = tl.arange(0, D_PAD)
     mask_n = offs_n < P
     mask_d = offs_d < D
-    k = _load_rows(K, b, f, h, offs_n, mask_n, offs_d, mask_d, stride_kb, stride_kt, stride_kp, stride_kh)
-    v = _load_rows(V, b, f, h, offs_n, mask_n, offs_d, mask_d, stride_vb, stride_vt, stride_vp, stride_vh)
+    k = _load_rows(K, b, f, h, offs_n, mask_n, offs_d, mask_d, T, P, H, D)
+    v = _load_rows(V, b, f, h, offs_n, mask_n, offs_d, mask_d, T, P, H, D)
     dk = tl.zeros([BLOCK_N, D_PAD], tl.float32)
     dv = tl.zeros([BLOCK_N, D_PAD], tl.float32)
     # window f-1: query frames f-1 (first half) and f (second half)
     dk, dv = _dkv_window(k, v, dk, dv, Q, G, Delta, Lse, R, b, h, bh, f - 1, f - 1, True, T, P, H, D, scale,
-                         stride_qb, stride_qt, stride_qp, stride_qh, offs_d, mask_d,
-                         D_PAD, BLOCK_M, BLOCK_N, POOL, DOT_PRECISION)
+                         offs_d, mask_d, D_PAD, BLOCK_M, BLOCK_N, POOL, DOT_PRECISION)
     dk, dv = _dkv_window(k, v, dk, dv, Q, G, Delta, Lse, R, b, h, bh, f, f - 1, False, T, P, H, D, scale,
-                         stride_qb, stride_qt, stride_qp, stride_qh, offs_d, mask_d,
-                         D_PAD, BLOCK_M, BLOCK_N, POOL, DOT_PRECISION)
+                         offs_d, mask_d, D_PAD, BLOCK_M, BLOCK_N, POOL, DOT_PRECISION)
     # window f: query frames f (first half) and f+1 (second half)
     dk, dv = _dkv_window(k, v, dk, dv, Q, G, Delta, Lse, R, b, h, bh, f, f, True, T, P, H, D, scale,
-                         stride_qb, stride_qt, stride_qp, stride_qh, offs_d, mask_d,
-                         D_PAD, BLOCK_M, BLOCK_N, POOL, DOT_PRECISION)
+                         offs_d, mask_d, D_PAD, BLOCK_M, BLOCK_N, POOL, DOT_PRECISION)
     dk, dv = _dkv_window(k, v, dk, dv, Q, G, Delta, Lse, R, b, h, bh, f + 1, f, False, T, P, H, D, scale,
-                         stride_qb, stride_qt, stride_qp, stride_qh, offs_d, mask_d,
-                         D_PAD, BLOCK_M, BLOCK_N, POOL, DOT_PRECISION)
+                         offs_d, mask_d, D_PAD, BLOCK_M, BLOCK_N, POOL, DOT_PRECISION)
     ptr = (((b * T + f) * P + offs_n[:, None]) * H + h) * D + offs_d[None, :]
     mask = mask_n[:, None] & mask_d[None, :]
     tl.store(DK + ptr, (dk * scale).to(DK.dtype.element_ty), mask=mask)
@@ -361,7 +350,9 @@ def pair_attention_forward(q, k, v, pool: bool, scale: float):
 
 def pair_attention_backward(grad, q, k, v, out, lse, pool: bool, scale: float):
     """-> (dq, dk, dv) [B, T, P, H, D] in q's dtype."""
-    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
+    # The backward kernels read q, k, v contiguous, as they write dq, dk, dv: copying a strided view
+    # (a fused qkv projection's) once costs little next to the kernels' 3 x 2P x P scores per block.
+    q, k, v = (x.contiguous() for x in (q, k, v))
     B, T, P, H, D = q.shape
     cfg = launch_config(P, D, q.dtype)
     grad = grad.contiguous()
@@ -375,10 +366,9 @@ def pair_attention_backward(grad, q, k, v, out, lse, pool: bool, scale: float):
     dk = torch.empty_like(dq)
     dv = torch.empty_like(dq)
     common = dict(POOL=pool, DOT_PRECISION=dot_precision(q.dtype), num_warps=NUM_WARPS, **cfg)
-    strides = (*_strides(q), *_strides(k), *_strides(v))
     grid = (triton.cdiv(P, cfg["BLOCK_M"]), T, B * H)
-    _backward_dq[grid](q, k, v, grad, delta, lse, r, dq, *strides, T, P, H, D, scale, **common)
-    _backward_dkv[grid](q, k, v, grad, delta, lse, r, dk, dv, *strides, T, P, H, D, scale, **common)
+    _backward_dq[grid](q, k, v, grad, delta, lse, r, dq, T, P, H, D, scale, **common)
+    _backward_dkv[grid](q, k, v, grad, delta, lse, r, dk, dv, T, P, H, D, scale, **common)
     return dq, dk, dv
 
 

@@ -28,21 +28,13 @@ class ActionMap:
         if counts.ndim != 2 or counts.shape[0] < 1 or counts.shape[1] < 1:
             raise WmfastError(f"action map counts must be a [game actions, latent codes] table, got shape {counts.shape}")
         self.counts = counts
-        G, K = counts.shape
+        self.num_game_actions, self.num_latents = G, K = counts.shape
         self.action_names = list(action_names) if action_names else [str(g) for g in range(G)]
         if len(self.action_names) != G:
             raise WmfastError(f"action map: {len(self.action_names)} action names for {G} game actions")
         self.data, self.changed_only = data, changed_only
         self.game_to_latent = counts.argmax(1).tolist()
         self.latent_to_game = [int(counts[:, k].argmax()) if counts[:, k].sum() > 0 else -1 for k in range(K)]
-
-    @property
-    def num_game_actions(self) -> int:
-        return self.counts.shape[0]
-
-    @property
-    def num_latents(self) -> int:
-        return self.counts.shape[1]
 
     @classmethod
     def from_pairs(cls, true_actions, latent_codes, num_game_actions: int, num_latents: int, **kwargs):

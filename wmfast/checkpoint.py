@@ -35,12 +35,17 @@ def stage_of(model) -> str:
 def save_model(model, folder, metadata: dict = None):
     """Write model.safetensors + config.json into folder (atomically, file by file)."""
     os.makedirs(folder, exist_ok=True)
+    save_weights(model, os.path.join(folder, WEIGHTS), metadata)
+    save_json({"kind": stage_of(model), **model.config.to_dict()}, os.path.join(folder, CONFIG))
+
+
+def save_weights(model, path, metadata: dict = None):
+    """A module's state dict -> safetensors file at path, atomically (temp file + os.replace)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = os.path.join(folder, WEIGHTS + ".tmp")
+    tmp = f"{path}.tmp"
     save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
     os.chmod(tmp, 0o666 & ~_umask())   # safetensors creates files 0600; match the other files (umask)
-    os.replace(tmp, os.path.join(folder, WEIGHTS))
-    save_json({"kind": stage_of(model), **model.config.to_dict()}, os.path.join(folder, CONFIG))
+    os.replace(tmp, path)
 
 
 def _umask() -> int:

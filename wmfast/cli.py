@@ -132,6 +132,20 @@ positive_int, nonneg_int = _number(int, 1), _number(int, 0)
 positive_float, nonneg_float = _number(float, 0, lo_open=True), _number(float, 0)
 
 
+def int_list(text):
+    """An argparse type: comma-separated integers ("1,2,4" -> [1, 2, 4])."""
+    try:
+        values = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}")
+    return values
+
+
+int_list.__name__ = "comma-separated integers"
+
+
 def device_name(text):
     """An argparse type: auto, cpu, cuda, cuda:N (checked before any work starts)."""
     from wmfast.config import _device_rule
@@ -185,6 +199,7 @@ EXAMPLES = {
     "bench": "examples:\n  wmfast bench vq --quick --json vq.json\n  wmfast bench rollout --quick",
     "compare": "examples:\n  wmfast compare lam --data game:maze --steps 300",
     "compare lam": "examples:\n  wmfast compare lam --data game:maze --steps 300 --seeds 0,1,2",
+    "compare dynamics": "examples:\n  wmfast compare dynamics --run wmfast/assets/pretrained/maze --seeds 0,1",
     "data game": "examples:\n  wmfast data game --game pong --episodes 100 --out pong.h5",
     "data atari": "examples:\n  wmfast data atari --game Pong --episodes 20 --policy tracker --out pong.h5",
     "data convert": "examples:\n  wmfast data convert videos/ --size 64 --out mine.h5\n"
@@ -453,6 +468,8 @@ def add_export(sub, bench):
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--run", default=None, help="benchmark this run (default: random tinyworlds-shape models)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for torch and onnxruntime alike (default: torch's current setting)")
     p.set_defaults(func=_bench_export)
 
 
@@ -482,7 +499,7 @@ def _check_complete_run(run, graphs):
 
 def _export(a):
     from wmfast.export import export_run
-    from wmfast.export.parity import print_report
+    from wmfast.export.parity import parity_exit_code
 
     if a.policy:   # a policy run: one graph (wmfast/export/policy.py)
         from wmfast.export.policy import cli_export_policy
@@ -499,10 +516,7 @@ def _export(a):
                           graphs=a.graphs, debug=a.debug)
     for name, g in manifest["graphs"].items():
         print(f"{g['file']}: {g['nodes']} nodes, {g['bytes'] / 1e6:.2f} MB, exported in {g['export_s']:.1f} s")
-    if "parity" in manifest:
-        print_report(manifest["parity"])
-        return 0 if manifest["parity"]["passed"] else 1
-    return 0
+    return parity_exit_code(manifest)
 
 
 def _parity(a):
@@ -524,7 +538,7 @@ def _parity(a):
 def _bench_export(a):
     from wmfast.bench.export import run_export_benchmark
 
-    run_export_benchmark(a.json, quick=a.quick, run_dir=a.run)
+    run_export_benchmark(a.json, quick=a.quick, run_dir=a.run, threads=a.threads)
 
 
 @command
@@ -643,9 +657,13 @@ def add_pair_attention(sub, bench):
     p.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="q, k, v dtype")
     p.add_argument("--reps", type=positive_int, default=5, help="timed repetitions per shape")
+    p.add_argument("--shapes", default=None, help="PxDxT items replacing the grid, e.g. 256x16x4,64x32x8")
+    p.add_argument("--max-seconds", type=positive_float, default=None,
+                   help="start no new shape after this many seconds (the rest are noted as not measured)")
     p.set_defaults(func=_bench_attention)
     compare = sub.add_parser("compare", help="controlled comparisons of model variants")
-    p = compare.add_subparsers(dest="compare", required=True).add_parser(
+    compare_sub = compare.add_subparsers(dest="compare", required=True)
+    p = compare_sub.add_parser(
         "lam", help="latent action model variants (legacy transformer, windowed-attention encoder, conv LAM; "
                     "then a dynamics model on each): same data, seeds and steps, scored by `wmfast eval`'s "
                     "evaluator; markdown + JSON report (mean ± std over seeds) with plots")
@@ -661,12 +679,28 @@ def add_pair_attention(sub, bench):
     p.add_argument("--horizon", type=positive_int, default=4, help="frames generated per held-out clip")
     p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.set_defaults(func=_compare_lam)
+    p = compare_sub.add_parser(
+        "dynamics", help="dynamics variants (how the action enters: FiLM only, local window, relative-position "
+                         "bias, the action-set bias) trained on one run's tokenizer and LAM, scored by the evaluator")
+    p.add_argument("--run", required=True, help="run folder with trained tokenizer/ and actions/ (left unchanged)")
+    p.add_argument("--data", default=None, help="dataset spec (default: the data the run was trained on)")
+    p.add_argument("--steps", type=positive_int, default=1000, help="dynamics training steps per variant")
+    p.add_argument("--out", default="compare-dynamics", help="output folder")
+    p.add_argument("--preset", default="small", choices=["tiny", "small", "tinyworlds"], help="model size preset")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="clips per optimizer step")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1")
+    p.add_argument("--variants", default="film,recipe,action-bias,action-bias-weighted",
+                   help="comma-separated, from film,film-future,window-bias,action-bias-global,action-bias,"
+                        "action-bias-weighted,recipe")
+    p.add_argument("--eval-clips", type=positive_int, default=16, help="held-out clips per evaluation")
+    p.set_defaults(func=_compare_dynamics)
 
 
 def _bench_attention(a):
-    from wmfast.bench.attention import run_attention_bench
+    from wmfast.bench.attention import parse_shapes, run_attention_bench
 
-    run_attention_bench(a.json, quick=a.quick, device=a.device, dtype=a.dtype, reps=a.reps)
+    run_attention_bench(a.json, quick=a.quick, device=a.device, dtype=a.dtype, reps=a.reps,
+                        shapes=parse_shapes(a.shapes) if a.shapes else None, max_seconds=a.max_seconds)
 
 
 def _compare_lam(a):
@@ -680,6 +714,19 @@ def _compare_lam(a):
     report = compare_lam(a.data, a.steps, a.out, preset=a.preset, batch_size=a.batch_size, seeds=seeds,
                          variants=variants, device=a.device, eval_clips=a.eval_clips, horizon=a.horizon)
     print(f"{report['markdown']}: {', '.join(report['variants'])} LAM report")
+
+
+def _compare_dynamics(a):
+    from wmfast.compare import compare_dynamics
+
+    try:
+        seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise WmfastError(f"--seeds must be comma-separated integers, got {a.seeds!r}") from None
+    report = compare_dynamics(a.run, a.data, a.steps, a.out, preset=a.preset, batch_size=a.batch_size, seeds=seeds,
+                              variants=[v.strip() for v in a.variants.split(",") if v.strip()],
+                              eval_clips=a.eval_clips)
+    print(f"{report['markdown']}: dynamics variants report")
 
 
 def main(argv=None):

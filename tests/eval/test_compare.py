@@ -70,3 +70,32 @@ def test_compare_lam_two_seeds(tmp_path, tiny_game_cache):
     assert "action NMI, changed transitions" in md and " ± " in md
     for png in ("curves.png", "heldout.png"):
         assert (out / png).stat().st_size > 0
+
+
+def test_compare_dynamics_trains_each_variant_on_the_same_run_and_leaves_it_unchanged(tmp_path, tiny_game_cache):
+    import hashlib
+
+    from wmfast.compare import DYNAMICS_VARIANTS, compare_dynamics
+    from wmfast.train import TrainConfig, train_stage
+
+    run = tmp_path / "run"
+    train = TrainConfig(steps=2, batch_size=2, preset="tiny", progress=False)
+    for stage in ("tokenizer", "actions"):
+        train_stage(stage, str(run), DATA, train=train)
+    digest = lambda: hashlib.sha256((run / "actions" / "model.safetensors").read_bytes()).hexdigest()  # noqa: E731
+    before = digest()
+    report = compare_dynamics(str(run), DATA, steps=2, out=str(tmp_path / "cmp"), preset="tiny", batch_size=2,
+                              variants=["film", "recipe"], eval_clips=2, horizon=2, progress=False)
+    assert digest() == before and not (run / "dynamics").exists()
+    assert [r["variant"] for r in report["rows"]] == ["film", "recipe"]
+    for row in report["rows"]:
+        margin = np.array(row["margin_per_step"])
+        assert len(margin) == 2 and row["min_margin_over_copy"] == pytest.approx(margin.min(), abs=0.01)
+        saved = json.loads((tmp_path / "cmp" / "seed0" / row["variant"] / "dynamics" / "config.json").read_text())
+        for key, value in DYNAMICS_VARIANTS[row["variant"]].items():
+            assert saved[key] == value
+    assert "| recipe | 0 |" in (tmp_path / "cmp" / "report.md").read_text()
+    with pytest.raises(WmfastError, match="unknown variant"):
+        compare_dynamics(str(run), DATA, variants=["bogus"], out=str(tmp_path / "x"))
+    with pytest.raises(WmfastError, match="no trained tokenizer"):
+        compare_dynamics(str(tmp_path / "empty"), DATA, out=str(tmp_path / "y"))

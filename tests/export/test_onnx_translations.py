@@ -10,7 +10,7 @@ from wmfast.export.exporter import quiet_exporter
 from wmfast.export.translations import translation_table
 
 
-def export_and_session(module, args, dynamic_shapes):
+def export_and_session(module, args, dynamic_shapes, with_proto: bool = False):
     with quiet_exporter():
         program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=20, external_data=False,
                                     custom_translation_table=translation_table(), dynamic_shapes=dynamic_shapes,
@@ -18,7 +18,8 @@ def export_and_session(module, args, dynamic_shapes):
     proto = program.model_proto
     onnx.checker.check_model(proto, full_check=True)
     assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}          # standard ops only
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return (session, proto) if with_proto else session
 
 
 def run(session, *tensors):
@@ -78,3 +79,41 @@ def test_vq_lookup_translation_matches_float64_search():
     assert (d64.gather(-1, idx[..., None])[..., 0] - best).abs().max() < 1e-5
     assert torch.equal(quantized, codebook[idx])
     assert (dist.double() - best).abs().max() < 1e-5
+
+
+class OneQueryAttention(torch.nn.Module):
+    """The cached temporal attention's calls (one new frame's query over its context in time): no
+    mask, a bool mask with a slot that holds no frame, a float mask and an explicit scale; and one
+    two-query call, which keeps the exporter's own translation."""
+
+    def forward(self, q, k, v, valid, bias, q2):
+        F = torch.nn.functional
+        return (F.scaled_dot_product_attention(q, k, v),
+                F.scaled_dot_product_attention(q, k, v, attn_mask=valid[None, :]),
+                F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=0.7),
+                F.scaled_dot_product_attention(q2, k, v, is_causal=True))
+
+
+def test_one_query_attention_translation_matches_float64_reference():
+    N, H, S, D = 6, 2, 4, 8
+    args = (torch.randn(N, H, 1, D), torch.randn(N, H, S, D), torch.randn(N, H, S, D),
+            torch.tensor([True, False, True, True]), torch.randn(N, 1, 1, S), torch.randn(N, H, 2, D))
+    n, slots = Dim("n"), Dim("slots", min=2, max=64)
+    dims = ({0: n}, {0: n, 2: slots}, {0: n, 2: slots}, {0: slots}, {0: n, 3: slots}, {0: n})
+    session, proto = export_and_session(OneQueryAttention(), args, dims, with_proto=True)
+    ops = [n.op_type for n in proto.graph.node]
+    # the one-query form (q . k summed over D; the three calls share it after the exporter's CSE),
+    # and the exporter's MatMul form (with its causal Trilu) for the two-query call
+    assert ops.count("ReduceSum") == 1 and ops.count("Softmax") == 4 and ops.count("Trilu") == 1, ops
+    S = 5                                                                      # other batch and slots
+    q, k, v, q2 = torch.randn(3, H, 1, D), torch.randn(3, H, S, D), torch.randn(3, H, S, D), torch.randn(3, H, 2, D)
+    valid, bias = torch.tensor([True, False, True, True, False]), torch.randn(3, 1, 1, S)
+    got = run(session, q, k, v, valid, bias, q2)
+    F = torch.nn.functional
+    q64, k64, v64 = q.double(), k.double(), v.double()
+    want = [F.scaled_dot_product_attention(q64, k64, v64),
+            F.scaled_dot_product_attention(q64, k64, v64, attn_mask=valid[None, :]),
+            F.scaled_dot_product_attention(q64, k64, v64, attn_mask=bias.double(), scale=0.7),
+            F.scaled_dot_product_attention(q2.double(), k64, v64, is_causal=True)]
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and (g.double() - w).abs().max() < 1e-5

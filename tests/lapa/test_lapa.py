@@ -118,6 +118,62 @@ def test_frame_t_reaches_the_output_only_through_the_bottleneck():
     assert worst >= float((up - down).pow(2).sum()) / 4 - 1e-6   # one of the two futures is always missed
 
 
+def test_learned_background_starts_as_the_mean_frame_and_is_no_skip():
+    torch.manual_seed(0)
+    m = LapaModel(tiny_config(background=True)).eval()
+    frames = torch.rand(4, 3, 210, 160)
+    m.init_background(frames)
+    x0, x1 = torch.rand(2, 3, 210, 160), torch.rand(2, 3, 210, 160)
+    torch.testing.assert_close(m.decode(x0, m.encode(x0, x1)), frames.mean(0).expand(2, -1, -1, -1))
+    torch.nn.init.normal_(m.decoder.ups[-1][0].weight, std=0.1)     # as after training: not just the background
+    fixed = m.decoder.frame_convs(torch.rand(1, 3, 210, 160)).detach()
+    m.decoder.frame_convs.forward = lambda x: fixed.expand(x.shape[0], -1, -1, -1)
+    q = m.latents(torch.randint(0, 16, (1, 7, 5)))
+    with torch.no_grad():
+        out_a, out_b = m.decoder(torch.zeros(1, 3, 210, 160), q), m.decoder(torch.rand(1, 3, 210, 160), q)
+        other = m.decoder(torch.zeros(1, 3, 210, 160), m.latents(torch.randint(0, 16, (1, 7, 5))))
+    assert torch.equal(out_a, out_b) and not torch.equal(out_a, other)   # frame t only via the bottleneck
+
+
+def test_clamped_loss_ignores_only_overshoot_of_saturated_pixels():
+    torch.manual_seed(0)
+    m = LapaModel(tiny_config(clamp_loss=True, background=True)).train()
+    x0 = torch.zeros(1, 3, 210, 160)
+    x1 = torch.zeros(1, 3, 210, 160)
+    x1[..., :105, :] = 1.0                                             # white top half, black bottom half
+    with torch.no_grad():
+        m.decoder.background.fill_(-0.5)                               # undershoots: free on black, not on white
+        m.decoder.background[:, :105] = 1.5                            # overshoots white: free
+        m.decoder.background[:, :50] = 0.5                             # undershoots white: costs 0.25
+    _, _, metrics = m(x0, x1)
+    assert float(metrics["mse"]) == pytest.approx(0.25 * 50 / 210, rel=1e-5)
+
+
+def test_changed_pixels_weigh_more_in_the_loss():
+    """weighted_mse against a hand computation: one changed pixel (dilate 0) of a 1 x 1 x 2 x 2 frame."""
+    from wmfast.models.lapa import changed_mask, weighted_mse
+
+    x0 = torch.zeros(1, 1, 2, 2)
+    x1 = x0.clone()
+    x1[0, 0, 0, 1] = 0.5                                              # the one pixel that moved
+    err = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    cfg = tiny_config(changed_weight=5.0, changed_dilate=0)
+    assert changed_mask(x0, x1).flatten().tolist() == [0, 1, 0, 0]
+    assert float(weighted_mse(err, x0, x1, cfg)) == pytest.approx((1 + 5 * 2 + 3 + 4) / (1 + 5 + 1 + 1))
+    grown = changed_mask(torch.zeros(1, 3, 9, 9), _dot(9, 4, 4), dilate=2)
+    assert grown.sum() == 25 and grown[0, 0, 2:7, 2:7].min() == 1   # a 5 x 5 square around the change
+    torch.manual_seed(0)
+    x0, x1 = torch.rand(2, 3, 210, 160), torch.rand(2, 3, 210, 160)
+    _, _, plain = LapaModel(tiny_config()).train()(x0, x1)
+    assert plain["rec"] == plain["mse"]                                # weight 1: the plain MSE
+
+
+def _dot(n, r, c):
+    x = torch.zeros(1, 3, n, n)
+    x[..., r, c] = 1
+    return x
+
+
 def test_dead_code_reset_revives_unused_codes():
     torch.manual_seed(0)
     m = LapaModel(tiny_config(dead_code_every=2)).train()
@@ -182,7 +238,7 @@ def test_training_writes_a_run(trained_run):
         assert os.path.isfile(os.path.join(folder, f)), f
     rows = [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
-    assert any("val_psnr" in r and "val_ssim" in r for r in rows)
+    assert any("val_psnr" in r and "val_ssim" in r and "val_moving_copy_psnr" in r for r in rows)
     assert json.load(open(os.path.join(folder, "config.json")))["kind"] == "lapa"
 
 

@@ -12,10 +12,13 @@ from wmfast.models.lapa import LapaModel
 from lapa_synth import tiny_config
 
 
-@pytest.mark.parametrize("kw", [{"grayscale": True}])
+@pytest.mark.parametrize("kw", [{"grayscale": True, "background": True}])   # the CPU recipe's learned background too
 def test_export_and_parity_through_the_cli(tmp_path, capsys, kw):
     torch.manual_seed(0)
     model = LapaModel(tiny_config(**kw)).eval()
+    with torch.no_grad():   # as after training: the background starts as zeros and the last layer at zero
+        torch.nn.init.normal_(model.decoder.ups[-1][0].weight, std=0.05)
+        model.decoder.background.uniform_(0, 1)
     save_lapa(model, tmp_path / "run" / "lapa")
     run, out = str(tmp_path / "run"), str(tmp_path / "onnx")
     assert main(["export", "--run", run, "--out", out]) == 0

@@ -21,4 +21,6 @@ def test_export_policy_parity_and_bench_from_the_cli(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert {(r["backend"], r["batch"]) for r in report["results"]} == {(b, n) for b in ("eager", "onnx") for n in (1, 64)}
     assert all(r["max_abs_diff_vs_eager"] < 1e-4 for r in report["results"])
+    assert all(r["repeats"] >= 5 and r["cpu_median_ms"] > 0 for r in report["results"])
+    assert set(report["targets"]) >= {"eager_batch1_under_2ms", "onnx_no_slower_than_eager"}
     assert main(["bench", "policy", "--backends", "tpu"]) == 2

@@ -6,8 +6,9 @@ Methods (forward, and forward + backward, pooled and not):
   naive_compiled  the same under torch.compile (dynamic shapes, compiled once per mode)
   sdpa_strided    SDPA on an overlapping as_strided view of the frames (no cat), where the backend takes it
   flex            FlexAttention with frame-pair block masks (CUDA only; skipped with a note elsewhere)
-Shapes: P in {16, 64, 256}, D in {4, 16, 32, 64}, T in {4, 8} with E = 128 (H = E / D), the batch
-sized so each call does about the same work. Ratios are baseline time / ours, from the fastest of
+Shapes: P in {16, 64, 256}, D in {4, 16, 32, 64}, T in {4, 8} with E = 128 (H = E / D) (or the
+shapes given; `make gpu-check` runs GPU_CHECK_SHAPES), the batch sized so each call does about the
+same work. Ratios are baseline time / ours, from the fastest of
 `reps` repetitions (medians are recorded too).
 """
 import math
@@ -81,10 +82,29 @@ def flex_pair_attention_factory(B, T, P, H, device):
     return run
 
 
+# `make gpu-check`: tinyworlds' dynamics attention (P = 256, 8 heads of 16) and a longer clip with
+# wider heads; every method compiles once per shape on a GPU, so the set stays this small.
+GPU_CHECK_SHAPES = ((256, 16, 4), (64, 32, 8))
+
+
 def bench_shapes(quick: bool):
     if quick:
         return [(16, 16, 4), (64, 16, 4), (256, 16, 4)]
     return [(P, D, T) for P in (16, 64, 256) for D in (4, 16, 32, 64) for T in (4, 8)]
+
+
+def parse_shapes(text: str) -> list:
+    """"256x16x4,64x32x8" -> [(P, D, T), ...]; D must divide the embedding (128)."""
+    shapes = []
+    for item in str(text).split(","):
+        try:
+            P, D, T = (int(v) for v in item.strip().lower().split("x"))
+        except ValueError:
+            raise WmfastError(f"shapes must be PxDxT items separated by commas (e.g. 256x16x4), got {item!r}") from None
+        if P < 1 or D < 1 or T < 2 or EMBED % D:
+            raise WmfastError(f"shape {item!r}: need P >= 1, T >= 2 and D dividing {EMBED}")
+        shapes.append((P, D, T))
+    return shapes
 
 
 def batch_for(P, T, H, budget):
@@ -100,8 +120,13 @@ def op_counts(B, T, P, H, D, pool):
 
 
 def run_attention_bench(json_path=None, quick: bool = False, device: str = "cpu", dtype: str = "float32",
-                        reps: int = 5):
-    """Time every method on every shape; print a table of ratios and write JSON (+ a PNG)."""
+                        reps: int = 5, shapes=None, max_seconds: float = None):
+    """Time every method on every shape; print a table of ratios and write JSON (+ a PNG).
+    shapes: [(P, D, T), ...] (default: the grid, or three small ones with quick); max_seconds:
+    start no new shape after this long, the first excepted (those left out are named in the notes)."""
+    import time
+
+    start = time.perf_counter()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise WmfastError("bench attention: --device cuda but no CUDA device is available")
     dt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
@@ -118,18 +143,21 @@ def run_attention_bench(json_path=None, quick: bool = False, device: str = "cpu"
         notes.append("GPU fraction-of-peak columns are only computed on an H100.")
     rows = []
     gen = torch.Generator(device="cpu").manual_seed(0)
-    shapes = bench_shapes(quick)
-    for P, D, T in tqdm(shapes, desc="bench attention", unit="shape"):
+    shapes = list(shapes or bench_shapes(quick))
+    for i, (P, D, T) in enumerate(tqdm(shapes, desc="bench attention", unit="shape")):
+        if i and max_seconds is not None and time.perf_counter() - start > max_seconds:   # the first always runs
+            notes.append(f"time budget of {max_seconds:g} s spent: shapes {shapes[i:]} (P, D, T) not measured")
+            break
         H = EMBED // D
         B = batch_for(P, T, H, budget)
         q, k, v = (torch.randn(B, T, P, H, D, generator=gen).to(device=device, dtype=dt) for _ in range(3))
         methods = {"ours": pair_attention, "naive": naive_pair_attention, "sdpa_strided": strided_pair_attention}
+        if on_gpu:   # one block mask and one compiled kernel per shape, pooled or not
+            try:
+                methods["flex"] = flex_pair_attention_factory(B, T, P, H, device)
+            except Exception as e:  # an older torch without flex_attention
+                notes.append(f"flex unavailable: {str(e).splitlines()[0]}")
         for pool in (False, True):
-            if on_gpu:
-                try:
-                    methods["flex"] = flex_pair_attention_factory(B, T, P, H, device)
-                except Exception as e:  # an older torch without flex_attention
-                    notes.append(f"flex unavailable: {str(e).splitlines()[0]}")
             reference = naive_pair_attention(q.float(), k.float(), v.float(), pool)
             row = {"P": P, "D": D, "T": T, "H": H, "B": B, "pool": pool}
             for mode in ("fwd", "fwd+bwd"):
@@ -162,7 +190,8 @@ def run_attention_bench(json_path=None, quick: bool = False, device: str = "cpu"
                 row["fwd_frac_exp"] = counts["exps"] / seconds / H100_PEAKS["exps_per_s"]
             rows.append(row)
     report = {"benchmark": "attention", "machine": machine_info(device), "dtype": dtype, "embed_dim": EMBED,
-              "quick": quick, "reps": reps, "notes": sorted(set(notes)), "rows": rows}
+              "quick": quick, "reps": reps, "shapes": shapes, "seconds": round(time.perf_counter() - start, 1),
+              "notes": sorted(set(notes)), "rows": rows}
     columns = ["P", "D", "T", "B", "pool", "ours_fwd_ms", "x_naive_fwd", "x_naive_compiled_fwd",
                "x_sdpa_strided_fwd", "ours_fwd+bwd_ms", "x_naive_fwd+bwd", "x_naive_compiled_fwd+bwd",
                "x_sdpa_strided_fwd+bwd"]

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from wmfast.bench.common import machine_info, print_table, write_json
-from wmfast.cli import command
+from wmfast.cli import command, int_list
 from wmfast.errors import WmfastError
 
 STAGES = ("tokenizer", "actions", "dynamics")
@@ -99,7 +99,8 @@ def run_train_bench(json_path=None, nprocs=(1, 2), preset: str = "tiny", steps: 
 @command
 def add_bench_train(sub, bench):
     p = bench.add_parser("train", help="training samples/s per stage on 1..N processes (DDP) and scaling efficiency")
-    p.add_argument("--nproc", default="1,2", help="comma-separated process counts (1 is always measured)")
+    p.add_argument("--nproc", type=int_list, default="1,2",
+                   help="comma-separated process counts (1 is always measured)")
     p.add_argument("--preset", default="tiny", help="model size preset")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--skip", type=int, default=10, help="first steps left out of the timing")
@@ -113,9 +114,5 @@ def add_bench_train(sub, bench):
 
 
 def _bench_train(a):
-    try:
-        nprocs = [int(x) for x in a.nproc.split(",") if x.strip()]
-    except ValueError:
-        raise WmfastError(f"--nproc expects comma-separated integers, got {a.nproc!r}") from None
-    run_train_bench(a.json, nprocs, preset=a.preset, steps=a.steps, skip=a.skip, batch_size=a.batch_size,
+    run_train_bench(a.json, a.nproc, preset=a.preset, steps=a.steps, skip=a.skip, batch_size=a.batch_size,
                     data=a.data, device=a.device, out_dir=a.out, threads=a.threads)

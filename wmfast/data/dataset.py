@@ -141,8 +141,9 @@ def segment_episodes(n: int, segment: int = SEGMENT_FRAMES):
 # ---------------------------------------------------------------- writing
 
 def write_dataset(path, frames, actions=None, episodes=None, n_actions: int = 0, action_names=None,
-                  meta: dict = None, rewards=None) -> str:
-    """Write a wmfast dataset atomically (temp file + os.replace). Returns the path."""
+                  meta: dict = None, rewards=None, extra: dict = None) -> str:
+    """Write a wmfast dataset atomically (temp file + os.replace). Returns the path.
+    extra: more per-file arrays by name (e.g. reach's continuous_actions), stored as they are."""
     path = os.fspath(path)
     ds = Dataset(np.asarray(frames), actions, episodes, n_actions, action_names, meta, rewards, source=path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -157,6 +158,8 @@ def write_dataset(path, frames, actions=None, episodes=None, n_actions: int = 0,
             f.create_dataset("episode_starts", data=np.array([s for s, _ in ds.episodes], np.int64))
             if ds.rewards is not None:
                 f.create_dataset("rewards", data=ds.rewards)
+            for name, value in (extra or {}).items():
+                f.create_dataset(name, data=value)
             info = {**ds.meta, "format": FORMAT, "version": VERSION, "n_actions": ds.n_actions,
                     "action_names": ds.action_names, "has_actions": ds.actions is not None}
             f.attrs["wmfast"] = json.dumps(info, default=_json_value)

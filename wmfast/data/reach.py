@@ -14,7 +14,6 @@ discrete `actions` are all -1 (unknown: readers of discrete actions see none) pl
                                          last frame (nothing follows it)
 read back with `read_reach_dataset(path)`.
 """
-import os
 
 import h5py
 import numpy as np
@@ -166,17 +165,9 @@ def generate_reach_dataset(episodes: int, size: int = 128, seed: int = 0, out=No
     meta = {"source": "game", "game": "reach", "game_version": Reach.version, "seed": seed, "size": size,
             "episodes": episodes, "policy": "expert", "action_space": "continuous", "action_dim": 2,
             "max_speed": Reach.MAX_SPEED}
-    out = os.fspath(out)
-    tmp = f"{out}.part{os.getpid()}.h5"
-    try:
-        write_dataset(tmp, frames, None, [(int(s), int(s + n)) for s, n in zip(starts, lengths)], 0, [], meta)
-        with h5py.File(tmp, "a") as f:  # beside the discrete `actions` (all -1), so discrete readers see none
-            f.create_dataset(CONTINUOUS, data=actions)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return out
+    # beside the discrete `actions` (all -1), so discrete readers see none
+    return write_dataset(out, frames, None, [(int(s), int(s + n)) for s, n in zip(starts, lengths)], 0, [], meta,
+                         extra={CONTINUOUS: actions})
 
 
 def read_reach_dataset(path):

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
-from wmfast.checkpoint import load_state_dict_checked, read_safetensors
+from wmfast.checkpoint import load_state_dict_checked, read_safetensors, save_weights
 from wmfast.config import load_json, save_json
 from wmfast.errors import WmfastError
 
@@ -128,7 +127,5 @@ def train_classifier(run, data=None, labelled_fraction: float = 1.0, epochs: int
 
 
 def save_classifier(clf: CodeClassifier, folder, report: dict = None):
-    tmp = os.path.join(folder, WEIGHTS + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in clf.state_dict().items()}, tmp)
-    os.replace(tmp, os.path.join(folder, WEIGHTS))
+    save_weights(clf, os.path.join(folder, WEIGHTS))
     save_json({**clf.spec, "report": report or {}}, os.path.join(folder, CONFIG))

@@ -37,18 +37,31 @@ def _ssim_per_pair(pred, target):
 
 @torch.no_grad()
 def score_pairs(model, pairs, idx, device="cpu", batch_size: int = 32) -> dict:
-    """Model reconstruction on the pairs idx: mean MSE, PSNR (of the mean MSE), SSIM, L1."""
+    """Model reconstruction on the pairs idx: mean MSE, PSNR (of the mean MSE), SSIM, L1, and the PSNR
+    of the model and of copy-last-frame on the pairs where something moved (the issue's target)."""
     model.eval()
-    mse, l1, ssim = [], [], []
+    mse, copy_mse, l1, ssim, moving = [], [], [], [], []
     for s in range(0, len(idx), batch_size):
         frame_t, frame_t1 = pairs.batch(idx[s:s + batch_size], device)
+        x0 = to_model_channels(frame_t, model.config.grayscale)
         x1 = to_model_channels(frame_t1, model.config.grayscale)
         recon = model.decode(frame_t, model.encode(frame_t, frame_t1))
         mse.append((recon - x1).pow(2).mean((1, 2, 3)).cpu())
+        copy_mse.append((x0 - x1).pow(2).mean((1, 2, 3)).cpu())
+        moving.append(moved(x0, x1).cpu())
         l1.append((recon - x1).abs().mean((1, 2, 3)).cpu())
         ssim.append(_ssim_per_pair(recon, x1).cpu())
-    mse, l1, ssim = torch.cat(mse), torch.cat(l1), torch.cat(ssim)
-    return {"mse": float(mse.mean()), "psnr": psnr(float(mse.mean())), "ssim": float(ssim.mean()), "l1": float(l1.mean())}
+    mse, copy_mse, l1, ssim, moving = map(torch.cat, (mse, copy_mse, l1, ssim, moving))
+    out = {"mse": float(mse.mean()), "psnr": psnr(float(mse.mean())), "ssim": float(ssim.mean()),
+           "l1": float(l1.mean()), "copy_psnr": psnr(float(copy_mse.mean()))}
+    if moving.any():
+        out.update(moving_psnr=psnr(float(mse[moving].mean())), moving_copy_psnr=psnr(float(copy_mse[moving].mean())))
+    return out
+
+
+def moved(x0, x1):
+    """[B, C, H, W] x 2 -> bool [B]: some pixel changed by more than half a grey level."""
+    return (x1 - x0).abs().amax((1, 2, 3)) > 0.5 / 255
 
 
 def psnr(mse: float) -> float:
@@ -140,7 +153,7 @@ def evaluate_lapa(run, data=None, split: str = "test", out=None, max_pairs: int 
         preds = {"model": model.decode(frame_t, codes[s:s + batch_size]),
                  "copy_last": x0,
                  "shuffled_codes": model.decode(frame_t, shuffled[s:s + batch_size])}
-        moving.append(((x1 - x0).abs().amax((1, 2, 3)) > 0.5 / 255).cpu())
+        moving.append(moved(x0, x1).cpu())
         for name, pred in preds.items():
             per[name]["mse"].append((pred - x1).pow(2).mean((1, 2, 3)).cpu())
             per[name]["l1"].append((pred - x1).abs().mean((1, 2, 3)).cpu())
@@ -234,10 +247,17 @@ def save_reconstructions(model, pairs, idx, path, device="cpu"):
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=8)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.subplots_adjust(wspace=0.05, hspace=0.1)
+    return save_figure(fig, path, dpi=70)
+
+
+def save_figure(fig, path, dpi: int = 90):
+    """Write a matplotlib figure to path atomically (temp file + os.replace), close it, return path."""
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=70)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, path)
     return path
@@ -263,6 +283,4 @@ def plot_tsne(codebook, counts, path, seed: int = 0):
     fig.colorbar(sc, label="log10 usage")
     ax.set_title(f"t-SNE of the {len(used)} used code vectors")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -29,7 +29,8 @@ import torch
 
 from wmfast.config import save_json
 from wmfast.errors import WmfastError
-from wmfast.lapa.evaluate import PADDLE_ROWS, PLAY_COLS, BRICK_H, BRICK_TOP, BRICK_W, ball_position, brick_states
+from wmfast.lapa.evaluate import (PADDLE_ROWS, PLAY_COLS, BRICK_H, BRICK_TOP, BRICK_W, ball_position, brick_states,
+                                  save_figure)
 
 EVENTS = ("paddle_left", "paddle_right", "ball_bounce", "brick_broken", "nothing")
 CELL = 32   # pixels per grid cell after five stride-2 convs
@@ -182,6 +183,5 @@ def write_event_table(table, json_path, png_path, unit: str, top: int = 32) -> d
     ax.set_yticks(range(len(order)), [f"code {k} (n={table[k].sum()})" for k in order], fontsize=6)
     ax.set_title(f"code -> event (fraction of each code's {unit}s)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    save_figure(fig, png_path)
     return {"json": json_path, "png": png_path, "event_totals": totals}

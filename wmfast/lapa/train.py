@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from wmfast.checkpoint import load_state_dict_checked, load_torch_safe, read_safetensors, save_torch_atomic
+from wmfast.checkpoint import (load_state_dict_checked, load_torch_safe, read_safetensors, save_torch_atomic,
+                               save_weights)
 from wmfast.config import Config, load_json, save_json
 from wmfast.errors import WmfastError
 from wmfast.lapa.data import PairData, PairSampler, load_split, save_split, split_episodes
@@ -58,8 +58,8 @@ class LapaTrainConfig(Config):
 # The CPU recipe goes with the small config: fewer, larger-lr steps and denser logging.
 TRAIN_RECIPES = {
     "lapa-breakout": {},
-    "lapa-breakout-small": {"iterations": 2000, "batch_size": 16, "lr": 1e-3, "lr_final": 2e-4,
-                            "val_every": 250, "val_pairs": 256, "recon_every": 500, "usage_every": 500,
+    "lapa-breakout-small": {"iterations": 1000, "batch_size": 16, "lr": 1e-3, "lr_final": 2e-4,
+                            "val_every": 250, "val_pairs": 128, "recon_every": 500, "usage_every": 500,
                             "save_every": 500},
 }
 
@@ -84,10 +84,7 @@ def lapa_folder(path) -> str:
 def save_lapa(model: LapaModel, folder, metadata: dict = None):
     """model.safetensors + config.json, each written atomically."""
     os.makedirs(folder, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = os.path.join(folder, WEIGHTS + ".tmp")
-    save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, os.path.join(folder, WEIGHTS))
+    save_weights(model, os.path.join(folder, WEIGHTS), metadata)
     save_json({"kind": "lapa", **model.config.to_dict()}, os.path.join(folder, CONFIG))
 
 
@@ -230,6 +227,8 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
         if len(val_idx) else val_idx
 
     model = LapaModel(cfg).to(device)
+    if not resume:   # the learned background (when the config has one) starts at the mean training frame
+        model.init_background(pairs.frames_at(sampler.idx[np.linspace(0, len(sampler.idx) - 1, 256).astype(int)] + 1))
     ddp = distributed.wrap(model, device)        # the model itself in one process
     opt = torch.optim.Adam(model.parameters(), lr=train.lr)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.amp == "fp16" else None
@@ -363,10 +362,13 @@ def plot_lapa_curves(metrics_path, png_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from wmfast.lapa.evaluate import save_figure
+
     with open(metrics_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     keys = [k for k in ("loss", "mse", "psnr", "commitment", "codebook", "entropy", "lr", "grad_norm",
-                        "samples_per_s", "peak_mem_mib", "val_mse", "val_psnr", "val_ssim", "code_usage_pct",
+                        "samples_per_s", "peak_mem_mib", "val_mse", "val_psnr", "val_moving_psnr", "val_moving_copy_psnr",
+                        "val_ssim", "code_usage_pct",
                         "code_perplexity") if any(k in r for r in rows)]
     cols = 3
     nrows = max(1, -(-len(keys) // cols))
@@ -382,8 +384,4 @@ def plot_lapa_curves(metrics_path, png_path):
         ax.axis("off")
     fig.suptitle("LAPA training")
     fig.subplots_adjust(hspace=0.6, wspace=0.3)
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, png_path)
-    return png_path
+    return save_figure(fig, png_path, dpi=80)

@@ -1,6 +1,4 @@
-"""The three models and the WorldModel bundle that `wmfast.load` returns."""
-import os
-
+"""The three models and the WorldModel bundle that `wmfast.load` (wmfast.loader) returns."""
 from wmfast.errors import WmfastError
 from wmfast.models.dynamics import DynamicsConfig, DynamicsModel  # noqa: F401
 from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel  # noqa: F401
@@ -51,26 +49,3 @@ def check_compatible(tokenizer, lam, dynamics):
     if lam is not None and dynamics.config.conditioning_dim != lam.config.action_dim:
         raise WmfastError(f"config mismatch: dynamics conditioning_dim={dynamics.config.conditioning_dim} "
                           f"but the latent action model has action_dim={lam.config.action_dim}")
-
-
-def load(path, device="cpu") -> WorldModel:
-    """Load a wmfast run directory (tokenizer/, actions/, dynamics/ stage folders), or a
-    tinyworlds run, imported in memory (latest step per stage; see wmfast.compat.tinyworlds)."""
-    from wmfast.checkpoint import STAGES, load_model
-    from wmfast.compat.tinyworlds import is_tinyworlds_path, load_tinyworlds
-
-    if is_tinyworlds_path(path):
-        return load_tinyworlds(path, device=device)
-    if not os.path.isdir(path):
-        raise WmfastError(f"no such run directory: {path}")
-    found = {s: load_model(os.path.join(path, s), s, device)
-             for s in STAGES if os.path.isdir(os.path.join(path, s))}
-    lapa = None
-    if os.path.isdir(os.path.join(path, "lapa")):   # a LAPA latent-action VQ-VAE (wmfast.lapa)
-        from wmfast.lapa.train import load_lapa
-        lapa = load_lapa(path, device)
-    if not found and lapa is None:
-        raise WmfastError(f"{path}: not a wmfast run (no tokenizer/, actions/, dynamics/ or lapa/ folder)")
-    m = WorldModel(found.get("tokenizer"), found.get("actions"), found.get("dynamics"), path=path)
-    m.lapa = lapa
-    return m

@@ -37,6 +37,13 @@ class DynamicsConfig(SpaceTimeConfig):
     # > 0: spatial attention only among patches at most this many rows/columns apart (0: global, as
     # tinyworlds). A moved agent is found among the neighbours of where it was.
     spatial_window: int = 0
+    # A learned per-head bias for each relative patch offset in spatial attention (T5/Swin style):
+    # where a moved object went depends on the action's direction, an offset from where it was,
+    # which content-only attention with absolute positions has to learn the hard way. Off: tinyworlds.
+    spatial_position_bias: bool = False
+    # The action also sets that bias (per head and offset; implies spatial_position_bias): a head can
+    # attend where the action says the moved object comes from, a learned, action-chosen warp.
+    action_position_bias: bool = False
 
     def __post_init__(self):
         if self.codebook_size == 0:
@@ -102,9 +109,11 @@ class DynamicsModel(nn.Module):
         self.register_buffer("pos", spatial_pe(grid, grid, cfg.embed_dim), persistent=False)  # [1, P, E]
         self.transformer = STTransformer(cfg.embed_dim, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks,
                                          cond_dim=cfg.conditioning_dim)
-        if cfg.spatial_window > 0:
-            for block in self.transformer.blocks:
+        for block in self.transformer.blocks:
+            if cfg.spatial_window > 0:
                 block.spatial_attn.restrict_to_window(grid, cfg.spatial_window)
+            if cfg.spatial_position_bias or cfg.action_position_bias:
+                block.spatial_attn.add_position_bias(grid, cfg.conditioning_dim if cfg.action_position_bias else 0)
         self.output_mlp = nn.Linear(cfg.embed_dim, cfg.codebook_size)
         self.fsq = FSQ(cfg.latent_dim, cfg.num_bins, persistent=False)   # index -> latent for FSQ tokenizers
 

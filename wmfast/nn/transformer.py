@@ -95,9 +95,11 @@ class Attention(nn.Module):
         k = self.k_proj(seq).reshape(N, L, H, E // H).transpose(1, 2)
         v = self.v_proj(seq).reshape(N, L, H, E // H).transpose(1, 2)
         window = getattr(self, "window_mask", None)                             # [P, P] bool or None
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=window, is_causal=self.axis == "time")
+        bias = self.position_bias(cond, T) if hasattr(self, "rel_bias") else None   # [H or B*T, H, P, P] or None
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=window if bias is None else bias,
+                                           is_causal=self.axis == "time")
         if _capture.active:  # wmfast.viz.capture_attention is open: recompute this call's probabilities
-            _capture.record(self, q, k, causal=self.axis == "time", shape=(B, T, P), mask=window)
+            _capture.record(self, q, k, causal=self.axis == "time", shape=(B, T, P), mask=window, bias=bias)
         o = self.out_proj(o.transpose(1, 2).reshape(N, L, E))                  # [N, L, E]
         if self.axis == "space":
             o = o.reshape(B, T, P, E)
@@ -111,6 +113,31 @@ class Attention(nn.Module):
         rows, cols = torch.arange(grid).repeat_interleave(grid), torch.arange(grid).repeat(grid)
         near = ((rows[:, None] - rows[None]).abs() <= radius) & ((cols[:, None] - cols[None]).abs() <= radius)
         self.register_buffer("window_mask", near, persistent=False)             # [P, P]
+
+    def add_position_bias(self, grid: int, cond_dim: int = 0):
+        """A learned bias per head and relative (row, column) offset added to the spatial scores, as
+        T5 and Swin do: a head can then attend to 'the patch left of me' whatever the content. With
+        cond_dim, the action adds its own bias per head and offset, so a head can look where the
+        action says a moved object comes from. Both start at zero (no change)."""
+        rows, cols = torch.arange(grid).repeat_interleave(grid), torch.arange(grid).repeat(grid)
+        offset = (rows[:, None] - rows[None] + grid - 1) * (2 * grid - 1) + (cols[:, None] - cols[None] + grid - 1)
+        self.register_buffer("rel_index", offset, persistent=False)                  # [P, P] in [0, (2g-1)^2)
+        self.rel_bias = nn.Parameter(torch.zeros(self.num_heads, (2 * grid - 1) ** 2))
+        if cond_dim:
+            self.action_bias = nn.Linear(cond_dim, self.num_heads * (2 * grid - 1) ** 2)
+            nn.init.zeros_(self.action_bias.weight)
+            nn.init.zeros_(self.action_bias.bias)
+
+    def position_bias(self, cond=None, num_frames: int = 1):
+        """Float attention bias: [H, P, P] from the relative offsets, or [B*T, H, P, P] when the
+        action adds its own (cond [B, T or T-1, C]); -inf outside the window if any."""
+        bias = self.rel_bias[:, self.rel_index]                                      # [H, P, P]
+        if hasattr(self, "action_bias") and cond is not None:
+            per_frame = prepend_identity_step(self.action_bias(cond), num_frames)    # [B, T, H*O]
+            per_frame = per_frame.reshape(-1, self.num_heads, self.rel_bias.shape[1])   # [B*T, H, O]
+            bias = bias + per_frame[:, :, self.rel_index]                             # [B*T, H, P, P]
+        window = getattr(self, "window_mask", None)
+        return bias if window is None else bias.masked_fill(~window, float("-inf"))
 
     # -- cached inference (rollout engines) ----------------------------------------------------
     def split_heads(self, proj, seq):

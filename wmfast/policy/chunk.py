@@ -5,7 +5,7 @@
 """
 import torch.nn as nn
 
-from wmfast.policy.cnn import ConvTokens, PolicyConfig, check_input
+from wmfast.policy.cnn import ConvTokens, PolicyConfig, check_input, flat_mlp
 
 
 class ChunkPolicy(nn.Module):
@@ -13,8 +13,7 @@ class ChunkPolicy(nn.Module):
         super().__init__()
         self.config = cfg
         self.cnn = ConvTokens(cfg.channels)
-        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(cfg.channels * cfg.grid ** 2, cfg.hidden), nn.ReLU(),
-                                 nn.Linear(cfg.hidden, cfg.chunk * cfg.out_dim))
+        self.mlp = flat_mlp(cfg, cfg.chunk * cfg.out_dim)
 
     def forward(self, x):
         """x float [B, 3, S, S] in [-1, 1] -> actions [B, K, out]."""

@@ -20,6 +20,9 @@ def add_policy(sub, bench):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--chunk", type=int, default=8, help="actions per chunk (bc: 1)")
     p.add_argument("--size", type=int, default=0, help="frame size (default 128 for reach, 64 for discrete games)")
+    p.add_argument("--teacher", default="", help="discrete embedded game: train on a scripted teacher's episodes "
+                                                 "+ DAgger instead of the dataset (game:pong: tracker)")
+    p.add_argument("--episode-steps", type=int, default=200, help="steps per teacher / DAgger episode")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
@@ -31,7 +34,8 @@ def add_policy(sub, bench):
     p.add_argument("--horizon", default="8,4,2", help="actions per inference, comma-separated")
     p.add_argument("--ensemble", action="store_true", help="also run ACT's temporal ensembling (replan every step)")
     p.add_argument("--seed", type=int, default=1000, help="picks the held-out episodes")
-    p.add_argument("--steps", type=int, default=200, help="discrete games: steps per episode")
+    p.add_argument("--steps", type=int, default=1000, help="discrete games: steps per episode (points are rare: "
+                                                           "score over many steps)")
     p.add_argument("--json", default=None, help="also write the report here")
     p.add_argument("--out", default=None, help="folder for eval.json, eval.png and GIFs (default RUN/eval)")
     p.set_defaults(func=_eval)
@@ -65,7 +69,8 @@ def _train(a):
         torch.set_num_threads(a.threads)
     cfg = PolicyTrainConfig(kind=a.kind, data=a.data, samples=a.samples, epochs=a.epochs, dagger_rounds=a.dagger_rounds,
                             dagger_horizon=a.dagger_horizon, batch_size=a.batch_size, lr=a.lr, chunk=a.chunk,
-                            frame_size=a.size, seed=a.seed, device=a.device)
+                            frame_size=a.size, seed=a.seed, device=a.device, teacher=a.teacher,
+                            episode_steps=a.episode_steps)
     s = train_policy(a.run, cfg)
     print(f"{a.run}: {s['kind']} policy, {s['params']:,} params, {s['samples']} samples, {s['steps']} steps, "
           f"{s['seconds']:.0f} s, val_loss {s['val_loss']:.4g}")

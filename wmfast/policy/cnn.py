@@ -36,6 +36,7 @@ class PolicyConfig(Config):
     num_layers: int = 2
     dropout: float = 0.1
     game: str = ""                    # the game it was trained on (reach, pong, maze, ...)
+    teacher: str = ""                 # the scripted teacher it imitated (wmfast.policy.teachers), if any
 
     def __post_init__(self):
         self.action_names = tuple(self.action_names)
@@ -51,6 +52,9 @@ class PolicyConfig(Config):
             raise WmfastError(f"action_space must be continuous or discrete, got {self.action_space!r}")
         if self.discrete and self.num_actions < 2:
             raise WmfastError(f"a discrete policy needs num_actions >= 2, got {self.num_actions}")
+        if self.kind == "act" and (self.d_model % 4 or self.d_model % self.nhead):
+            raise WmfastError(f"act: d_model ({self.d_model}) must be divisible by 4 (2-D sine positions) and by "
+                              f"nhead ({self.nhead})")
         if self.kind == "act" and self.channels != self.d_model:
             raise WmfastError(f"act: the CNN's channels ({self.channels}) are the tokens, so they must equal "
                               f"d_model ({self.d_model})")
@@ -79,10 +83,19 @@ class ConvTokens(nn.Module):
         self.net = nn.Sequential(
             nn.Conv2d(3, channels, 3, padding=1), nn.MaxPool2d(4), nn.ReLU(),         # [B, C, S/4, S/4]
             nn.Conv2d(channels, channels, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # [B, C, S/8, S/8]
-        )
+        ).to(memory_format=torch.channels_last)   # weights too: the convolutions follow them (see forward)
 
     def forward(self, x):
-        return self.net(x)
+        # Channels-last: max pooling on [B, C, H, W] walks one plane at a time and took half of an
+        # eager batch-1 call; with channels innermost it vectorizes over C (~13x faster pooling, ~4x
+        # faster ACT chunk on one CPU thread). Same numbers; ONNX export ignores memory formats.
+        return self.net(x.contiguous(memory_format=torch.channels_last))
+
+
+def flat_mlp(cfg: PolicyConfig, outputs: int) -> nn.Sequential:
+    """BC's and the chunk policy's head: features [B, C, G, G] -> flatten -> Linear + ReLU -> [B, outputs]."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(cfg.channels * cfg.grid ** 2, cfg.hidden), nn.ReLU(),
+                         nn.Linear(cfg.hidden, outputs))
 
 
 def to_input(frames, frame_size: int = None) -> torch.Tensor:

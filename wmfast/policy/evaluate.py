@@ -8,8 +8,11 @@ A chunk policy predicts K actions from frame t. Executing them:
 
 reach is scored by success rate, steps to reach (successful episodes) and pauses: steps where the
 effector hardly moves (< PAUSE_SPEED of its top speed) while near the ball (< NEAR) without having
-reached it. Discrete games are scored by playing them: pong points won / lost per 100 steps, maze
-coins per 100 steps, against a random policy and the game's scripted policy.
+reached it. Discrete games are scored by playing them (default 1000 steps per episode: points are
+rare): pong points won / lost, return and hits (balls the player returned) per 100 steps, maze coins
+per 100 steps, against a random policy, the game's scripted policy and the teacher it imitated.
+In the embedded pong the opponent returns every ball the player returns, so points are won almost only
+on the serve after a lost point: "points won" rewards losing, and hits / points lost measure play.
 """
 import json
 import os
@@ -169,22 +172,37 @@ def summarize_reach(out: dict, horizon) -> dict:
 
 # ---------------------------------------------------------------- discrete games
 
-def play_discrete(game_name: str, choose, seeds, steps: int, size: int, record: int = 0):
+def play_discrete(game_name: str, choose, seeds, steps: int, size: int, record: int = 0, label=None):
     """Play `steps` steps of an embedded discrete game per seed. choose(games, frames) -> action ids.
-    Returns dict(rewards [n, steps], frames (recorded))."""
+    label=(teacher, k) (DAgger): also return every visited frame with the teacher's next k actions.
+    Returns dict(rewards [n, steps], hits [n, steps] (pong: the player returned the ball), frames
+    (recorded), dagger: (frames [M, S, S, 3], actions [M, k], valid [M, k]) with label)."""
     from wmfast.data.games import make_game
 
     games = [make_game(game_name, s) for s in seeds]
     rewards = np.zeros((len(games), steps), np.float32)
+    hits = np.zeros((len(games), steps), bool)
     recorded = [[g.render(size)] for g in games[:record]]
+    labelled = ([], [])
     for t in range(steps):
         frames = np.stack([g.render(size) for g in games])
+        if label is not None:
+            from wmfast.policy.teachers import teacher_chunk
+
+            labelled[0].append(frames)
+            labelled[1].extend(teacher_chunk(g, label[0], label[1]) for g in games)
         ids = choose(games, frames)
         for i, (g, a) in enumerate(zip(games, ids)):
+            toward_player = getattr(g, "vx", 0.0) < 0
             rewards[i, t] = g.step(int(a))
+            hits[i, t] = toward_player and g.vx > 0 and rewards[i, t] == 0   # pong: bounced off our paddle
             if i < record:
                 recorded[i].append(g.render(size))
-    return {"rewards": rewards, "frames": [np.stack(r) for r in recorded]}
+    out = {"rewards": rewards, "hits": hits, "frames": [np.stack(r) for r in recorded]}
+    if label is not None:
+        actions = np.stack(labelled[1])
+        out["dagger"] = (np.concatenate(labelled[0]), actions, np.ones(actions.shape, bool))
+    return out
 
 
 def policy_chooser(predict, n: int, horizon: int, ensemble: bool = False):
@@ -209,13 +227,18 @@ def scripted_chooser(games, frames):
     return [g.policy() for g in games]
 
 
-def score_discrete(game_name: str, rewards: np.ndarray) -> dict:
+def score_discrete(game_name: str, rewards: np.ndarray, hits: np.ndarray = None) -> dict:
+    """Per 100 steps, averaged over episodes. pong: points won, points lost, return (won - lost) and
+    hits (balls the player's paddle returned)."""
     steps = rewards.shape[1]
     per100 = 100.0 / steps
     if game_name == "pong":
         won, lost = (rewards > 0).sum(1), (rewards < 0).sum(1)
-        return {"points_won_per_100": float(won.mean() * per100), "points_lost_per_100": float(lost.mean() * per100),
-                "return_per_100": float(rewards.sum(1).mean() * per100)}
+        out = {"points_won_per_100": float(won.mean() * per100), "points_lost_per_100": float(lost.mean() * per100),
+               "return_per_100": float(rewards.sum(1).mean() * per100)}
+        if hits is not None:
+            out["hits_per_100"] = float(hits.sum(1).mean() * per100)
+        return out
     return {"coins_per_100": float(rewards.sum(1).mean() * per100), "return_per_100": float(rewards.sum(1).mean() * per100)}
 
 
@@ -232,7 +255,7 @@ def parse_horizons(text, chunk: int):
 
 
 def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 1000, json_path=None,
-                    ensemble: bool = False, out_dir=None, gifs: int = 4, steps: int = 200, progress: bool = True) -> dict:
+                    ensemble: bool = False, out_dir=None, gifs: int = 4, steps: int = 1000, progress: bool = True) -> dict:
     """Evaluate a trained policy by playing its game on held-out episodes, once per horizon.
 
     reach: success rate, steps to reach, pauses per horizon (and temporal ensembling with ensemble=True);
@@ -273,12 +296,21 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
         for h, ens in bar:
             out = play_discrete(cfg.game, policy_chooser(predict, episodes, h, ens), seeds, steps, size, record=gifs)
             report["results"].append({"horizon": "ensemble" if ens else h, "executed_horizon": min(h, cfg.chunk),
-                                      **score_discrete(cfg.game, out["rewards"])})
-            _write_gif(out["frames"], os.path.join(out_dir, f"{cfg.game}_{h if not ens else 'ensemble'}.gif"))
-        report["baselines"] = {
-            "random": score_discrete(cfg.game, play_discrete(cfg.game, random_chooser(len(cfg.action_names) or cfg.num_actions, seed),
-                                                             seeds, steps, size)["rewards"]),
-            "scripted": score_discrete(cfg.game, play_discrete(cfg.game, scripted_chooser, seeds, steps, size)["rewards"])}
+                                      **score_discrete(cfg.game, out["rewards"], out["hits"])})
+            _write_gif(out["frames"][:2], os.path.join(out_dir, f"{cfg.game}_{h if not ens else 'ensemble'}.gif"),
+                       max_frames=200)
+        # Baselines play the same seeds for the same number of steps (the policy only changes the actions).
+        baselines = {"random": random_chooser(len(cfg.action_names) or cfg.num_actions, seed),
+                     "scripted": scripted_chooser}
+        if cfg.teacher:
+            from wmfast.policy.teachers import get_teacher
+
+            teacher = get_teacher(cfg.game, cfg.teacher)
+            baselines[f"teacher ({cfg.teacher})"] = lambda games, frames: [teacher(g) for g in games]
+        report["baselines"] = {}
+        for name, choose in baselines.items():
+            out = play_discrete(cfg.game, choose, seeds, steps, size)
+            report["baselines"][name] = score_discrete(cfg.game, out["rewards"], out["hits"])
         report["steps_per_episode"] = steps
     else:
         raise WmfastError(f"{run_dir}: no embedded game to evaluate a {cfg.game!r} continuous policy on")
@@ -292,12 +324,13 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
     return report
 
 
-def _write_gif(videos, path, fps: int = 10):
-    """Episodes side by side (shorter ones hold their last frame)."""
+def _write_gif(videos, path, fps: int = 10, max_frames: int = None):
+    """Episodes side by side (shorter ones hold their last frame); the first max_frames frames."""
     if not videos:
         return None
     from wmfast.rollout.media import side_by_side, write_video
 
+    videos = [v[:max_frames] for v in videos]
     T = max(len(v) for v in videos)
     padded = [np.concatenate([v, np.repeat(v[-1:], T - len(v), 0)]) for v in videos]
     scale = max(1, 128 // videos[0].shape[1])

@@ -11,7 +11,9 @@ A sample is (frame t, the K actions t .. t+K-1, valid [K]): action k of the chun
 at step t + k, which leads from frame t + k to t + k + 1. Near an episode's end the chunk runs past
 the last action; those entries are marked invalid and left out of the loss (ACT's is_pad).
 Discrete games (pong, maze, datasets with action ids) train the same way with cross-entropy per
-query, on the dataset's recorded actions (no DAgger: their scripted policies are not experts).
+query, on the dataset's recorded actions (no DAgger: their scripted policies are not experts), or,
+with a teacher (`--teacher tracker` for game:pong, wmfast.policy.teachers), on teacher episodes plus
+DAgger rounds in which the teacher labels the states the learner drives to, exactly as for reach.
 """
 import dataclasses
 import math
@@ -47,6 +49,8 @@ class PolicyTrainConfig(Config):
     frame_size: int = dataclasses.field(default=0, metadata={"rule": lambda v: None if v >= 0 else ">= 0"})
     # frame_size 0: 128 for reach, 64 for discrete games
     val_fraction: float = 0.05    # held-out expert episodes for val_loss
+    teacher: str = ""             # discrete embedded games: a scripted teacher (pong: tracker) instead of the data
+    episode_steps: int = 200      # teacher / DAgger episodes: steps per episode
     seed: int = 0
     device: str = "auto"          # auto: cuda when available
 
@@ -221,11 +225,12 @@ def fit(model, data: Samples, epochs: int, cfg: PolicyTrainConfig, opt=None, ste
             (loss if scale == 1.0 else loss * scale).backward()   # DDP averages: the global batch's gradient
             opt.step()
             step += 1
-            run_loss += loss_value.item()
+            value = float(loss_value.detach())
+            run_loss += value
             run_n += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss_value):.4f}")
+                bar.set_postfix(loss=f"{value:.4f}")
         if log is not None and distributed.is_main():
             log({"step": step, "loss": run_loss / max(run_n, 1), "val_loss": eval_loss(model, val, discrete),
                  "lr": lr, "samples": len(data), "epoch_s": time.time() - t0})
@@ -247,16 +252,24 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
     rng = np.random.default_rng(cfg.seed)
     k = 1 if cfg.kind == "bc" else cfg.chunk
     reach = is_reach(cfg.data)
+    teacher_game = _teacher_game(cfg) if cfg.teacher and not reach else ""
     size = cfg.frame_size or (128 if reach else 64)
-    rounds = cfg.dagger_rounds if reach else 0
+    rounds = cfg.dagger_rounds if reach or teacher_game else 0
+    n_expert = int(round(cfg.samples * cfg.expert_fraction)) if rounds else cfg.samples
 
     if reach:
-        n_expert = int(round(cfg.samples * cfg.expert_fraction)) if rounds else cfg.samples
         episodes = reach_expert_samples(cfg.data, n_expert, k, size, cfg.seed, progress)
         pcfg = PolicyConfig(kind=cfg.kind, frame_size=size, chunk=k, game="reach")
+    elif teacher_game:
+        from wmfast.data.games import GAMES
+        from wmfast.policy.teachers import teacher_episodes
+
+        episodes = teacher_episodes(teacher_game, cfg.teacher, n_expert, cfg.episode_steps, size, cfg.seed, progress)
+        names = GAMES[teacher_game].action_names
+        pcfg = PolicyConfig(kind=cfg.kind, frame_size=size, chunk=k, action_space="discrete", num_actions=len(names),
+                            action_names=tuple(names), game=teacher_game, teacher=cfg.teacher)
     else:
         episodes, names, game = discrete_episodes(cfg.data, size, progress)
-        n_expert = cfg.samples
         pcfg = PolicyConfig(kind=cfg.kind, frame_size=size, chunk=k, action_space="discrete",
                             num_actions=len(names), action_names=tuple(names), game=game)
     # Hold out whole expert episodes for the validation loss.
@@ -297,21 +310,21 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
         save_policy(model, run_dir, {"step": step})
     for r in range(1, rounds + 1):
         phase["round"] = r
-        from wmfast.policy.evaluate import predictor, rollout_reach
-
         got, stats = [], []
         e = 0
         while sum(len(g[0]) for g in got) < per_round:  # learner drives, expert labels, until enough samples
             seeds = [_dagger_seed(cfg.seed, r, e + i) for i in range(32)]
             e += 32
-            out = rollout_reach(predictor(model), seeds, min(cfg.dagger_horizon, k), size=size, label_chunk=k)
-            got.append(out["dagger"])
-            stats.append(out["success"])
+            need = per_round - sum(len(g[0]) for g in got)
+            labelled, stat = _dagger_batch(model, cfg, seeds, k, size, teacher_game, need)
+            got.append(labelled)
+            stats.append(stat)
         f, a, v = (np.concatenate(x)[:per_round] for x in zip(*got))
         data = data + Samples(f, a, v)
-        success = float(np.concatenate(stats).mean())
-        summary["rounds"].append({"round": r, "learner_success": success, "samples": len(data)})
-        bar.write(f"DAgger round {r}: learner success {success:.2f} while collecting; {len(data)} samples")
+        name = "learner_return_per_100" if teacher_game else "learner_success"
+        score = float(np.concatenate(stats).mean())
+        summary["rounds"].append({"round": r, name: score, "samples": len(data)})
+        bar.write(f"DAgger round {r}: {name} {score:.2f} while collecting; {len(data)} samples")
         opt, step = fit(model, data, epochs[r], cfg, opt, step, total_steps, rng, bar, log, val)
         if main:
             save_policy(model, run_dir, {"step": step})
@@ -328,6 +341,37 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
     if created_group:
         distributed.teardown()
     return summary
+
+
+def _teacher_game(cfg: PolicyTrainConfig) -> str:
+    """The embedded game a teacher plays: --teacher needs game:NAME data (the teacher makes the episodes)."""
+    from wmfast.policy.teachers import get_teacher
+
+    kind, _, rest = os.fspath(cfg.data).partition(":")
+    name = rest.partition(":")[0]
+    if kind != "game" or not name:
+        raise WmfastError(f"--teacher {cfg.teacher} plays an embedded game: use --data game:NAME, got {cfg.data!r}")
+    get_teacher(name, cfg.teacher)
+    if cfg.episode_steps < 1:
+        raise WmfastError(f"episode_steps must be >= 1, got {cfg.episode_steps}")
+    return name
+
+
+def _dagger_batch(model, cfg: PolicyTrainConfig, seeds, k: int, size: int, teacher_game: str, need: int):
+    """The learner plays one episode per seed (receding horizon cfg.dagger_horizon); the expert / teacher
+    labels every visited frame with its chunk -> ((frames, targets, valid), per-episode score)."""
+    from wmfast.policy.evaluate import play_discrete, policy_chooser, predictor, rollout_reach
+
+    h = min(cfg.dagger_horizon, k)
+    if not teacher_game:
+        out = rollout_reach(predictor(model), seeds, h, size=size, label_chunk=k)
+        return out["dagger"], out["success"]
+    from wmfast.policy.teachers import get_teacher
+
+    seeds = seeds[:math.ceil(need / cfg.episode_steps)]   # fixed-length episodes: no more than needed
+    out = play_discrete(teacher_game, policy_chooser(predictor(model), len(seeds), h), seeds, cfg.episode_steps,
+                        size, label=(get_teacher(teacher_game, cfg.teacher), k))
+    return out["dagger"], out["rewards"].sum(1) * 100.0 / cfg.episode_steps
 
 
 def _dagger_seed(seed: int, round_: int, episode: int) -> int:

@@ -25,6 +25,7 @@ import importlib
 
 import torch
 
+from wmfast.device import resolve_device  # noqa: F401  (re-exported: World and apps import it here)
 from wmfast.errors import WmfastError
 
 PROTOCOL = ("encode", "latents", "lam_encode", "action_latents", "decode", "new_cache", "dynamics_prefill",
@@ -139,15 +140,3 @@ def make_backend(backend, model, device, compile_options=None):
             factory = getattr(factory, part)
     return check_backend(factory(model, device, compile_options))
 
-
-def resolve_device(device) -> torch.device:
-    """"auto" (or None) -> cuda when available, else cpu; a named cuda device must exist."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise WmfastError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise WmfastError("device 'cuda' asked for, but no CUDA device is available")
-    return device

@@ -30,11 +30,12 @@ mode="fast" adds named approximations (`wmfast bench rollout` measures the quali
 import numpy as np
 import torch
 
+from wmfast.device import resolve_device
 from wmfast.errors import WmfastError
 from wmfast.models.dynamics import sampling_noise, unmask_targets
 from wmfast.nn.kv_cache import KVCache
 from wmfast.nn.pe import temporal_pe
-from wmfast.rollout.backends import make_backend, resolve_device
+from wmfast.rollout.backends import make_backend
 from wmfast.validate import check_number, check_finite, check_frames, check_indices, check_tensor, FLOATS, INTS
 
 MODES = ("compat", "fast")

@@ -1,5 +1,5 @@
 """`wmfast serve` and `wmfast bench serve` (thin: each calls one library function)."""
-from wmfast.cli import command
+from wmfast.cli import command, int_list
 
 
 def _default_run():
@@ -50,7 +50,7 @@ def add_bench_serve(sub, bench):
     p = bench.add_parser("serve", help="concurrent websocket players against `wmfast serve`: fps, latency, batching")
     p.add_argument("--run", default=None, help="run to serve (default: the shipped maze model)")
     p.add_argument("--data", default=None, help="dataset for start episodes (default: the run's recipe.json)")
-    p.add_argument("--players", default="1,4,16", help="comma-separated player counts")
+    p.add_argument("--players", type=int_list, default="1,4,16", help="comma-separated player counts")
     p.add_argument("--frames", type=int, default=100, help="timed frames per player")
     p.add_argument("--warmup", type=int, default=5, help="untimed frames per player first")
     p.add_argument("--mode", default="fast", choices=["fast", "compat"], help="World mode of every session")
@@ -64,14 +64,9 @@ def add_bench_serve(sub, bench):
 
 
 def _bench_serve(a):
-    from wmfast.errors import WmfastError
     from wmfast.serve.bench import bench_serve
 
-    try:
-        players = [int(x) for x in a.players.split(",") if x.strip()]
-    except ValueError:
-        raise WmfastError(f"--players must be comma-separated integers, got {a.players!r}") from None
-    report = bench_serve(a.run or _default_run(), players, a.frames, a.mode, a.steps, a.unbatched, a.warmup,
+    report = bench_serve(a.run or _default_run(), a.players, a.frames, a.mode, a.steps, a.unbatched, a.warmup,
                          a.threads, a.data, a.json, a.browser)
     errors = sum(r["errors"] for r in report["results"]) + (report["unbatched"] or {}).get("errors", 0)
     errors += (report.get("browser") or {}).get("errors", 0)

@@ -18,10 +18,12 @@ PRESETS = {
 # tinyworlds' own LAM.
 CONV_LAM = dict(architecture="conv", quantizer="vq", vq_dead_code_every=100, conv_context=2, onehot_actions=True)
 # Dynamics: half the clips trained as rollouts use the model (complete context, only the last frame
-# masked); the rest keep tinyworlds' masking. Held-out maze, one run each: teacher-forced 27.0 vs
-# 26.5 dB, autoregressive 26.0 vs 25.9 dB. Opt-in options that made the dynamics follow the actions's
-# direction in one run (future_mask_prob=1, spatial_window=1, changed_token_weight=2: ΔtPSNR +1.3 dB)
-# but not in the next (-1.1 dB, and 10 dB worse rollouts) stay off until they are reliable.
+# masked); the rest keep tinyworlds' masking. On maze, FiLM-only dynamics like this do not follow the
+# action's direction (ΔtPSNR 0.0 dB in 2 seeds) but roll out stably (+0.3 to +2.3 dB over copy-last
+# at each of 8 steps). The opt-in action-set attention bias (action_position_bias, spatial_window=1,
+# future_mask_prob=1: `wmfast compare dynamics` variants action-bias, action-bias-weighted) follows
+# it (ΔtPSNR +0.7 to +3.1 dB, +3 to +7 dB over copy-last on the first frame), but its maze rollouts
+# drift within 8 frames in 3 of 4 runs (agents multiply or vanish), so it is not the recipe yet.
 DYNAMICS = dict(future_mask_prob=0.5)
 
 # Per-stage settings, which a flat preset cannot hold (`quantizer` means one thing to the

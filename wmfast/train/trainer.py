@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from wmfast.checkpoint import STAGES, load_config, load_model, load_state_dict_checked, load_torch_safe, \
     save_model, save_torch_atomic
 from wmfast.config import Config, load_json, save_json
+from wmfast.device import resolve_device  # noqa: F401  (one definition; lapa and policy import it here)
 from wmfast.errors import WmfastError
 from wmfast.train import distributed
 from wmfast.train.metrics import StageMetrics, plot_curves
@@ -52,14 +53,6 @@ class TrainConfig(Config):
     val_fraction: float = 0.1
     preset: str = "small"       # model size preset (wmfast.train.PRESETS)
     progress: bool = True
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise WmfastError(f"device {name!r} asked for, but CUDA is not available")
-    return torch.device(name)
 
 
 # -- configs -----------------------------------------------------------------------------------

@@ -164,10 +164,11 @@ class AttentionRecorder:
         return None if self.keep == "first" else f"{base}#{n}"
 
     @torch.no_grad()
-    def record(self, module, q, k, causal: bool = False, pairs: bool = False, shape=None, scale=None, mask=None):
+    def record(self, module, q, k, causal: bool = False, pairs: bool = False, shape=None, scale=None, mask=None,
+               bias=None):
         """q [N, H, Q, Dh], k [N, H, K, Dh] (or [B, T, P, H, Dh] each with pairs=True: the windows of
         frames t, t+1). Recomputes softmax(q k^T * scale) with the causal mask, or a boolean mask
-        [Q, K] (True: may attend; cached rollouts), if any."""
+        [Q, K] (True: may attend; cached rollouts), if any, plus a float score bias [H, Q, K] if any."""
         name = self._entry_name(module)
         if name is None:
             return
@@ -187,6 +188,8 @@ class AttentionRecorder:
         work = torch.float64 if q.dtype == torch.float64 else torch.float32
         qs = q.to(work) if rows is None else q.to(work).index_select(-2, rows.to(q.device))
         scores = torch.matmul(qs, k.to(work).transpose(-1, -2)) * scale                    # [N, H, Q, K]
+        if bias is not None:
+            scores = scores + (bias if rows is None else bias.index_select(-2, rows.to(bias.device))).to(work)
         num_keys = k.shape[-2]
         qidx = torch.arange(q.shape[-2], device=q.device) if rows is None else rows.to(q.device)
         visible = torch.full((qidx.numel(),), num_keys, dtype=torch.float64)
