@@ -23,8 +23,9 @@ PY = sys.executable
 # `pip install` before it, the check fits in 8 minutes of GPU time); a part that would get less
 # than MIN_PART_S is not started, and the summary says so.
 PARTS = [
+    # a CPU-only test file whose optional dependency the GPU image lacks must not stop the GPU tests
     ("gpu-tests", lambda out: [PY, "-m", "pytest", "tests", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                               f"--junitxml={out[:-5]}.xml"], 150),
+                               "--continue-on-collection-errors", f"--junitxml={out[:-5]}.xml"], 150),
     # World eager / torch.compile (CUDA graphs) / onnxruntime CUDA EP (CUDA graphs), batch 1 and 32;
     # without onnxruntime's CUDA EP the onnx rows are skipped with the reason in the JSON.
     ("bench-rollout", lambda out: [PY, "-c", "from wmfast.bench.export import run_export_benchmark; "

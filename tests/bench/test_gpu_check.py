@@ -54,6 +54,7 @@ def test_rollout_benchmark_without_an_onnx_provider_keeps_the_torch_rows(tmp_pat
                                                   n_actions=4, context_length=2))
     run = save_random_run(tmp_path / "run", "tiny-test")
     out = tmp_path / "rollout.json"
+    threads_before = torch.get_num_threads()
     report = bench_export.run_export_benchmark(str(out), quick=True, run_dir=run, batches=(2,), modes=("fast",),
                                                steps=2, reps=1, frames=1, compile=False, threads=1)
     assert report["onnx_skipped"] == "this onnxruntime has no CUDA EP" and report["providers"] is None
@@ -61,7 +62,8 @@ def test_rollout_benchmark_without_an_onnx_provider_keeps_the_torch_rows(tmp_pat
     assert row["eager_ms_per_frame"] > 0 and not any(k.startswith("onnxruntime") for k in row)
     assert json.loads(out.read_text())["onnx_skipped"] == "this onnxruntime has no CUDA EP"
     assert not os.path.exists(os.path.join(run, "onnx"))        # nothing exported for rows that cannot run
-    assert torch.get_num_threads() == 1
+    assert report["threads"] == 1 and torch.get_num_threads() == threads_before   # restored
+    assert torch.is_grad_enabled()
 
 
 def test_onnx_unavailable_names_the_missing_cuda_provider(monkeypatch):

@@ -34,7 +34,7 @@ def test_cuda_world_eager_and_compiled_match_the_reference(no_tf32):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     cpu_model = random_world_model(**SIZES)
-    model = copy.deepcopy(cpu_model).cuda()
+    model = copy.deepcopy(cpu_model).to("cuda")
     g = torch.Generator().manual_seed(0)
     context = (torch.rand(2, 3, 3, 32, 32, generator=g) * 2 - 1)
     ids = torch.randint(0, 8, (2, 4), generator=g)

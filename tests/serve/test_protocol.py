@@ -10,8 +10,10 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+
+pytest.importorskip("websockets")  # a test dependency (setup.py "test" extra); GPU images may lack it
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
 
 import wmfast
 from wmfast import World

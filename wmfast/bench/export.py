@@ -55,13 +55,22 @@ def run_export_benchmark(json_path=None, quick: bool = False, run_dir=None, batc
     """Time World rollouts per backend; returns (and writes to json_path) the report with
     speedups vs the eager World. compile (default: on CUDA only) adds World(backend="compile").
     threads (CPU): intra-op threads of torch and onnxruntime alike (default: torch's current
-    setting). Where onnxruntime cannot run on the device (no CUDA EP), its rows are left out and
-    the report says why."""
+    setting; restored afterwards). Where onnxruntime cannot run on the device (no CUDA EP), its
+    rows are left out and the report says why."""
+    before = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            return _run_export_benchmark(json_path, quick, run_dir, batches, modes, steps, reps, frames, device,
+                                         compile, threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_export_benchmark(json_path, quick, run_dir, batches, modes, steps, reps, frames, device, compile, threads):
     import wmfast
     from wmfast.rollout.shapes import SHAPES, save_random_run
     from wmfast.rollout.world import World
 
-    torch.set_grad_enabled(False)
     load_start = os.getloadavg()
     device = resolve_device(device)   # a one-line error for cuda on a machine without it
     compile = device.type == "cuda" if compile is None else compile

@@ -52,11 +52,13 @@ class TorchBackend:
         self.tok, self.lam, self.dyn = model.tokenizer, model.lam, model.dynamics
         self.record, self.min_gap = record, None
         self._step = self._maskgit_step
+        self._cuda_graphs = False
         if compile:
             device = next(self.dyn.parameters()).device
             options = {"mode": "reduce-overhead" if device.type == "cuda" else None, "dynamic": False,
                        **(compile if isinstance(compile, dict) else {})}
             self._step = torch.compile(self._maskgit_step, **options)
+            self._cuda_graphs = options["mode"] in ("reduce-overhead", "max-autotune")
 
     @classmethod
     def create(cls, model, device, compile=False, **options):
@@ -89,7 +91,12 @@ class TorchBackend:
         self.dyn.prefill(lat, act, cache, pe)
 
     def maskgit_step(self, x, masked, tokens, target, act, cache, pe, noise=None, temperature: float = 1.0):
-        return self._step(x, masked, tokens, target, act, cache.k, cache.v, cache.valid, pe, noise, temperature)
+        if not self._cuda_graphs:
+            return self._step(x, masked, tokens, target, act, cache.k, cache.v, cache.valid, pe, noise, temperature)
+        # A CUDA graph replay overwrites its previous outputs, which the next step reads as inputs.
+        torch.compiler.cudagraph_mark_step_begin()
+        out = self._step(x, masked, tokens, target, act, cache.k, cache.v, cache.valid, pe, noise, temperature)
+        return tuple(t.clone() for t in out)
 
     def _maskgit_step(self, x, masked, tokens, target, act, cache_k, cache_v, valid, pe, noise, temperature):
         if self.record:
