@@ -69,11 +69,15 @@ def run_part(name, command, limit, out_dir) -> dict:
     path = os.path.join(out_dir, f"gpu-{name}.json")
     cmd = command(path)
     t0 = time.time()
-    entry = {"name": name, "command": " ".join(cmd), "limit_s": limit}
+    # recorded as a user would type it: no interpreter or output paths of the machine that ran it
+    shown = ["python" if c == PY else os.path.basename(c) if c.startswith(out_dir) else c for c in cmd]
+    entry = {"name": name, "command": " ".join(shown).replace(repr(path), repr(os.path.basename(path))),
+             "limit_s": limit}
     env = dict(os.environ, PYTHONUNBUFFERED="1", WMFAST_TEST_THREADS=os.environ.get("WMFAST_TEST_THREADS", "4"))
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=limit, env=env)
-        entry.update(returncode=proc.returncode, ok=proc.returncode == 0, tail=(proc.stdout + proc.stderr)[-3000:])
+        entry.update(returncode=proc.returncode, ok=proc.returncode == 0,
+                     tail=(proc.stdout + proc.stderr).replace(REPO + os.sep, "")[-3000:])
     except subprocess.TimeoutExpired as e:
         tail = ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""))
         entry.update(returncode=None, ok=False, error=f"timed out after {limit} s", tail=tail[-3000:])
@@ -81,7 +85,7 @@ def run_part(name, command, limit, out_dir) -> dict:
         entry.update(returncode=None, ok=False, error=f"{type(e).__name__}: {e}")
     entry["seconds"] = round(time.time() - t0, 1)
     if os.path.exists(path):
-        entry["result"] = os.path.relpath(path, REPO)
+        entry["result"] = os.path.basename(path)       # beside gpu-check.json
     return entry
 
 

@@ -703,13 +703,17 @@ def _bench_attention(a):
                         shapes=parse_shapes(a.shapes) if a.shapes else None, max_seconds=a.max_seconds)
 
 
+def seed_list(text: str) -> list:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise WmfastError(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
 def _compare_lam(a):
     from wmfast.compare import compare_lam
 
-    try:
-        seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise WmfastError(f"--seeds must be comma-separated integers, got {a.seeds!r}") from None
+    seeds = seed_list(a.seeds)
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     report = compare_lam(a.data, a.steps, a.out, preset=a.preset, batch_size=a.batch_size, seeds=seeds,
                          variants=variants, device=a.device, eval_clips=a.eval_clips, horizon=a.horizon)
@@ -719,10 +723,7 @@ def _compare_lam(a):
 def _compare_dynamics(a):
     from wmfast.compare import compare_dynamics
 
-    try:
-        seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise WmfastError(f"--seeds must be comma-separated integers, got {a.seeds!r}") from None
+    seeds = seed_list(a.seeds)
     report = compare_dynamics(a.run, a.data, a.steps, a.out, preset=a.preset, batch_size=a.batch_size, seeds=seeds,
                               variants=[v.strip() for v in a.variants.split(",") if v.strip()],
                               eval_clips=a.eval_clips)

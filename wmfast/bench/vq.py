@@ -159,7 +159,8 @@ def run_vq_benchmark(json_path=None, threads=(1, 2), quick: bool = False, device
     print_report(report)
     write_json(report, json_path)
     if json_path or png_path:
-        report["png"] = plot_speedups(report, png_path or os.path.splitext(json_path)[0] + ".png")
+        png = plot_speedups(report, png_path or os.path.splitext(json_path)[0] + ".png")
+        report["png"] = os.path.relpath(png, os.path.dirname(os.path.abspath(json_path))) if json_path else png
         write_json(report, json_path)
     return report
 
