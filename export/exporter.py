@@ -3,6 +3,10 @@
 torch.onnx.export(dynamo=True) on the plain (never compiled) modules, opset 20 by default,
 custom ops through `translations.translation_table()`, then onnx.checker (full check), a check
 that the dims we asked to be dynamic are symbolic in the graph, and a sha256 per file.
+
+Beside each standard (portable) graph, fp32 exports also write NAME.ort.onnx: the same graph
+rewritten for onnxruntime (fusions.fuse_for_onnxruntime), which OnnxBackend runs on the CPU. Its
+sha256 and the rewrites applied are in the graph's manifest entry under "onnxruntime".
 """
 import contextlib
 import copy
@@ -17,6 +21,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from wmfast.errors import WmfastError
+from wmfast.export.fusions import fuse_for_onnxruntime
 from wmfast.export.graphs import GRAPH_NAMES, STAGE_OF, dynamic_shapes, example_inputs, graph_specs, wrapper_for
 from wmfast.export.manifest import (FORMAT, FORMAT_VERSION, run_fingerprint, sha256_file, versions,
                                     write_manifest)
@@ -143,20 +148,21 @@ def check_graph(path, spec, batch, opset: int):
 
 
 def export_run(run_dir, out_dir=None, opset: int = 20, dtype: str = "fp32", batch="dynamic", check: bool = True,
-               graphs=None, progress: bool = True, debug: bool = False) -> dict:
+               graphs=None, progress: bool = True, debug: bool = False, ort_fusions: bool = True) -> dict:
     """Export a run directory's stages as ONNX graphs into out_dir (default run_dir/onnx).
+    ort_fusions (fp32): also write each graph's onnxruntime form (fusions.fuse_for_onnxruntime).
 
     Returns the manifest (also written to out_dir/manifest.json). With check=True the export is
     then run through onnxruntime against eager PyTorch (see parity.check_parity); the report is
     written to out_dir/parity.json and returned under manifest["parity"]."""
-    import wmfast
+    from wmfast.loader import load
 
     if dtype not in DTYPES:
         raise WmfastError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if not isinstance(opset, int) or opset < 18:
         raise WmfastError(f"opset must be an integer >= 18 (the exporter's own opset), got {opset!r}")
     batch = parse_batch(batch)
-    model = wmfast.load(run_dir)
+    model = load(run_dir)
     stage_models = {"tokenizer": model.tokenizer, "actions": model.lam, "dynamics": model.dynamics}
     configs = {s: m.config for s, m in stage_models.items() if m is not None}
     specs = graph_specs(configs)
@@ -181,8 +187,15 @@ def export_run(run_dir, out_dir=None, opset: int = 20, dtype: str = "fp32", batc
         report_dir = os.path.join(out_dir, "reports", name) if debug else None
         if report_dir:
             os.makedirs(report_dir, exist_ok=True)
-        entries[name] = export_graph(module, specs[name], os.path.join(out_dir, f"{name}.onnx"), opset, batch,
-                                     table, report_dir)
+        path = os.path.join(out_dir, f"{name}.onnx")
+        entries[name] = export_graph(module, specs[name], path, opset, batch, table, report_dir)
+        fused = os.path.join(out_dir, f"{name}.ort.onnx")
+        if os.path.exists(fused):
+            os.remove(fused)      # a stale one from an earlier export
+        if ort_fusions and dtype == "fp32":
+            entry = fuse_for_onnxruntime(path, fused)
+            if entry is not None:
+                entries[name]["onnxruntime"] = entry
     stages = sorted({STAGE_OF[g] for g in entries})
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset, "dtype": dtype, "batch": batch,

@@ -29,9 +29,9 @@ def versions() -> dict:
     import onnxscript
     import torch
 
-    import wmfast
+    from wmfast.version import __version__
 
-    return {"wmfast": wmfast.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+    return {"wmfast": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}
 
 
@@ -53,7 +53,8 @@ def write_manifest(onnx_dir, manifest: dict):
 
 
 def read_manifest(onnx_dir, verify_files: bool = True) -> dict:
-    """Read DIR/manifest.json; with verify_files, every listed .onnx must exist with its sha256."""
+    """Read DIR/manifest.json; with verify_files, every listed .onnx (fused forms too) must exist with
+    its sha256."""
     path = os.path.join(onnx_dir, MANIFEST)
     if not os.path.isdir(onnx_dir):
         raise WmfastError(f"no such ONNX directory: {onnx_dir} (export one with `wmfast export --run RUN`)")
@@ -68,6 +69,8 @@ def read_manifest(onnx_dir, verify_files: bool = True) -> dict:
     if verify_files:
         for name, graph in manifest["graphs"].items():
             check_graph_file(onnx_dir, name, graph)
+            if "onnxruntime" in graph:      # the onnxruntime-fused form (exporter.fuse_for_onnxruntime)
+                check_graph_file(onnx_dir, name, graph["onnxruntime"])
     return manifest
 
 

@@ -18,11 +18,11 @@ import os
 import torch
 from tqdm import tqdm
 
-import wmfast
-from wmfast.bench.common import machine_info, print_table, time_fn, write_json
 from wmfast.errors import WmfastError
 from wmfast.export.graphs import STAGE_OF, wrapper_for
 from wmfast.export.runtime import OnnxBackend
+from wmfast.loader import load
+from wmfast.measure import machine_info, print_table, time_fn, write_json
 from wmfast.nn.pe import temporal_pe
 from wmfast.rollout.backends import TorchBackend
 from wmfast.rollout.reference import reference_rollout
@@ -236,7 +236,7 @@ def check_parity(run_dir, onnx_dir=None, batch: int = None, frames: int = None, 
     module docstring). report["passed"] is False when anything is above tolerance. reps: calls
     timed per graph for the ms columns (0 skips timing)."""
     onnx_dir = onnx_dir or os.path.join(run_dir, "onnx")
-    model = wmfast.load(run_dir)
+    model = load(run_dir)
     onnx = backend or OnnxBackend(onnx_dir, device=device, strict=strict, run_dir=run_dir)
     manifest = onnx.manifest
     tol = TOLERANCES[manifest["dtype"]]

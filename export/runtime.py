@@ -1,8 +1,9 @@
 """onnxruntime execution of an exported world model: `OnnxBackend`.
 
-One InferenceSession per graph. Tensors go in and come out as torch tensors on the backend's
-device, bound to ORT by pointer (IOBinding), so nothing is copied between graphs or through
-numpy. CUDA EP when asked for (onnxruntime-gpu), CPU EP elsewhere. A session whose nodes do
+One InferenceSession per graph: on the CPU, its onnxruntime-rewritten form (NAME.ort.onnx, see
+export/fusions.py) where the export has one. Tensors go in and come out as torch tensors on the
+backend's device, bound to ORT by pointer (IOBinding), so nothing is copied between graphs or
+through numpy. CUDA EP when asked for (onnxruntime-gpu), CPU EP elsewhere. A session whose nodes do
 not all run on the asked provider warns (or, with strict=True, fails), because onnxruntime
 otherwise falls back to the CPU silently.
 
@@ -94,7 +95,7 @@ class GraphSession:
     def __init__(self, path, entry: dict, device: torch.device, providers: list, strict=False, threads=None,
                  cuda_graph=False):
         ort = _ort()
-        self.name = os.path.splitext(os.path.basename(path))[0]
+        self.name = os.path.basename(path).split(".")[0]     # "maskgit_step" from maskgit_step[.ort].onnx
         self.path, self.entry, self.device = path, entry, device
         self.inputs, self.outputs = entry["inputs"], entry["outputs"]
         if cuda_graph:
@@ -248,10 +249,12 @@ class OnnxBackend:
     device: "cpu" or "cuda[:i]"; providers: explicit ORT providers (default: from the device);
     strict: fail instead of warning when nodes fall back to the CPU EP; cuda_graph: capture
     CUDA graphs per input shape (CUDA EP only); threads: onnxruntime's intra-op threads (default on
-    the CPU: torch.get_num_threads()); run_dir: also check the export against this run."""
+    the CPU: torch.get_num_threads()); run_dir: also check the export against this run; fused: run
+    each graph's onnxruntime-fused form where the export has one (NAME.ort.onnx, see
+    fusions.fuse_for_onnxruntime; default on the CPU, where it was measured)."""
 
     def __init__(self, onnx_dir, device="cpu", providers=None, strict: bool = False, cuda_graph: bool = False,
-                 threads: int = None, run_dir=None, audit: bool = None):
+                 threads: int = None, run_dir=None, audit: bool = None, fused: bool = None):
         self.onnx_dir = onnx_dir
         self.device = torch.device(device)
         self.manifest = read_manifest(onnx_dir)
@@ -264,7 +267,8 @@ class OnnxBackend:
         if threads is None and self.device.type == "cpu":
             threads = torch.get_num_threads()   # as many as torch uses (torch.set_num_threads steers both)
         self.threads = threads
-        self.graphs = {name: GraphSession(os.path.join(onnx_dir, g["file"]), g, self.device, self.providers,
+        self.fused = self.device.type == "cpu" if fused is None else bool(fused)
+        self.graphs = {name: GraphSession(os.path.join(onnx_dir, self._file(g)), g, self.device, self.providers,
                                           strict, threads, cuda_graph)
                        for name, g in self.manifest["graphs"].items()}
         consts = self.manifest.get("constants", {})
@@ -275,6 +279,10 @@ class OnnxBackend:
         self.placements = {}
         if audit if audit is not None else self.device.type == "cuda":
             self.audit_placement()
+
+    def _file(self, entry: dict) -> str:
+        """The graph file to run: its onnxruntime-fused form when asked for and exported."""
+        return entry["onnxruntime"]["file"] if self.fused and "onnxruntime" in entry else entry["file"]
 
     @classmethod
     def for_run(cls, run_dir, device="cpu", export_if_missing: bool = False, **kwargs):

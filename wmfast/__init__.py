@@ -4,4 +4,4 @@ from wmfast.loader import load  # noqa: F401
 from wmfast.models import WorldModel  # noqa: F401
 from wmfast.rollout.world import World  # noqa: F401
 
-__version__ = "0.1.0"
+from wmfast.version import __version__  # noqa: F401,E402

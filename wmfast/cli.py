@@ -688,8 +688,10 @@ def add_pair_attention(sub, bench):
     p.add_argument("--out", default="compare-dynamics", help="output folder")
     p.add_argument("--preset", default="small", choices=["tiny", "small", "tinyworlds"], help="model size preset")
     p.add_argument("--batch-size", type=positive_int, default=16, help="clips per optimizer step")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the demo recipe's)")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1")
-    p.add_argument("--variants", default="film,recipe,action-bias,action-bias-weighted",
+    p.add_argument("--variants", default="film,recipe,action-bias-weighted",
                    help="comma-separated, from film,film-future,window-bias,action-bias-global,action-bias,"
                         "action-bias-weighted,recipe")
     p.add_argument("--eval-clips", type=positive_int, default=16, help="held-out clips per evaluation")
@@ -726,7 +728,7 @@ def _compare_dynamics(a):
     seeds = seed_list(a.seeds)
     report = compare_dynamics(a.run, a.data, a.steps, a.out, preset=a.preset, batch_size=a.batch_size, seeds=seeds,
                               variants=[v.strip() for v in a.variants.split(",") if v.strip()],
-                              eval_clips=a.eval_clips)
+                              eval_clips=a.eval_clips, lr=a.lr, device=a.device)
     print(f"{report['markdown']}: dynamics variants report")
 
 

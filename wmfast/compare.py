@@ -116,14 +116,17 @@ def compare_lam(data=None, steps: int = 300, out: str = "compare-lam", preset: s
 
 def compare_dynamics(run: str, data=None, steps: int = 1000, out: str = "compare-dynamics", preset: str = "small",
                      batch_size: int = 16, seeds=(0,), variants=tuple(DYNAMICS_VARIANTS), eval_clips: int = EVAL_CLIPS,
-                     horizon: int = 8, progress: bool = True) -> dict:
+                     horizon: int = 8, progress: bool = True, lr: float = None, device: str = "auto") -> dict:
     """Train every dynamics variant on `run`'s tokenizer and LAM (copied, never changed) for every
     seed and score each with the evaluator on held-out episodes; writes out/report.json and report.md.
+    lr: default the demo recipe's dynamics learning rate; device: where to train (evaluation runs on the CPU).
     Reported per variant and seed: ΔtPSNR, PSNR teacher-forced / autoregressive (inferred and game
     actions) / copy-last-frame, and the smallest per-step margin of game-action rollouts over copying."""
     from wmfast.evaluate import evaluate_run
     from wmfast.train import TrainConfig, train_stage
+    from wmfast.train.recipes import DEMO_RECIPE
 
+    lr = lr or DEMO_RECIPE["dynamics"][0]["lr"]
     unknown = [v for v in variants if v not in DYNAMICS_VARIANTS]
     if unknown or not variants:
         raise WmfastError(f"compare dynamics: unknown variant(s) {unknown} (choose from {list(DYNAMICS_VARIANTS)})")
@@ -137,8 +140,8 @@ def compare_dynamics(run: str, data=None, steps: int = 1000, out: str = "compare
             shutil.rmtree(work, ignore_errors=True)
             for stage in ("tokenizer", "actions"):
                 shutil.copytree(os.path.join(run, stage), os.path.join(work, stage))
-            train = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, preset=preset, progress=progress,
-                                warmup_steps=min(50, max(1, steps // 10)), save_every=10 ** 9)
+            train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, preset=preset, progress=progress,
+                                warmup_steps=min(50, max(1, steps // 10)), save_every=10 ** 9, device=device)
             t0 = time.perf_counter()
             train_stage("dynamics", work, data, train=train, model=dict(DYNAMICS_VARIANTS[name]))
             seconds = time.perf_counter() - t0
@@ -150,7 +153,7 @@ def compare_dynamics(run: str, data=None, steps: int = 1000, out: str = "compare
                          "psnr_autoregressive": r["psnr_autoregressive"], "psnr_game_actions": r["psnr_game_actions"],
                          "psnr_random_actions": r["psnr_random_actions"], "psnr_copy_last_frame": r["psnr_copy_last_frame"],
                          "min_margin_over_copy": float(margin.min()), "margin_per_step": margin.round(2).tolist()})
-    report = {"run": str(run), "data": str(data), "steps": steps, "preset": preset, "batch_size": batch_size,
+    report = {"run": str(run), "data": str(data), "steps": steps, "preset": preset, "batch_size": batch_size, "lr": lr,
               "seeds": [int(s) for s in seeds], "variants": {v: DYNAMICS_VARIANTS[v] for v in variants},
               "eval_clips": eval_clips, "horizon": horizon, "machine": _machine(), "rows": rows}
     os.makedirs(out, exist_ok=True)

@@ -277,7 +277,7 @@ def evaluate_world_model(model, frames, true_actions=None, horizon: int = 8, ste
         bar.update(1)
     for name, m in mse.items():
         out[f"mse_{name}_per_step"] = m.tolist()
-        out[f"psnr_{name}_per_step"] = psnr_from_mse(m.numpy())
+        out[f"psnr_{name}_per_step"] = psnr_from_mse(m.cpu().numpy())
         out[f"mse_{name}"] = float(m.mean())
         out[f"psnr_{name}"] = psnr_from_mse(float(m.mean()))
     t = min(CONTROLLABILITY_T, H)

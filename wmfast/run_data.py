@@ -112,8 +112,8 @@ def resolve_run_data(run_dir, data=None, stages=STAGE_ORDER, default=None, note=
     if rec is None:
         if default is not None:
             return default
-        from wmfast.demo import default_data
+        from wmfast.data import DEFAULT_GAME   # the demo's default (wmfast.demo.default_data)
 
-        return default_data()
+        return f"game:{DEFAULT_GAME}"
     check_unchanged(rec, os.path.join(run_dir, stage))
     return rec["data"]

@@ -78,6 +78,24 @@ def test_export_writes_checked_graphs_with_dynamic_dims(exported):
         cache = {i.name: i.type.tensor_type.shape.dim for i in proto.graph.input}.get("cache_k")
         if cache is not None:
             assert cache[1].dim_param and cache[4].dim_param, f"{name}: batch or slots of the cache specialised"
+    # Beside the standard graphs: their onnxruntime-fused forms, with the same dynamic interface.
+    for name in ("tokenizer_encoder", "tokenizer_decoder", "action_encoder", "maskgit_step", "decoder_extend"):
+        fused = manifest["graphs"][name]["onnxruntime"]
+        path = os.path.join(onnx_dir, fused["file"])
+        assert fused["file"] == f"{name}.ort.onnx" and sha256_file(path) == fused["sha256"]
+        proto = onnx.load(path)
+        assert "com.microsoft" in {n.domain for n in proto.graph.node} and fused["fusions"]["attention"] >= 1
+        assert [i.name for i in proto.graph.input] == [i["name"] for i in manifest["graphs"][name]["inputs"]]
+        assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param, f"{name}: batch was specialised"
+    encoder = manifest["graphs"]["tokenizer_encoder"]["onnxruntime"]["fusions"]
+    assert encoder["rms_normalization"] == 3 and encoder["attention_over_time_unfused"] == 1   # 1 block
+    assert manifest["graphs"]["maskgit_step"]["onnxruntime"]["fusions"]["bool_counts_in_float"] == 2
+    step = onnx.load(os.path.join(onnx_dir, "maskgit_step.ort.onnx"))
+    made_by = {out: n for n in step.graph.node for out in n.output}
+    int64_counts = [n.name for n in step.graph.node if n.op_type == "ReduceSum" and n.input[0] in made_by
+                    and made_by[n.input[0]].op_type == "Cast" and made_by[n.input[0]].attribute[0].i == onnx.TensorProto.INT64]
+    assert not int64_counts, "MaskGIT's ranks still count in int64"
+    assert "onnxruntime" not in manifest["graphs"]["token_latents"]      # nothing to fuse: no second file
 
 
 def test_parity_report_passes_with_tight_errors(exported):
@@ -114,8 +132,9 @@ def test_one_graph_runs_batch_1_and_3(exported, backend, batch):
                                                                                  inputs["tokenizer_encoder"][0])[0])
 
 
-@pytest.mark.parametrize("mode,temperature", [("compat", 0.0), ("fast", 0.0), ("compat", 1.0), ("fast", 1.0)])
-def test_world_with_onnx_backend_gives_the_eager_tokens_every_frame(exported, mode, temperature):
+@pytest.mark.parametrize("mode,temperature,fused", [("compat", 0.0, True), ("fast", 0.0, True), ("compat", 1.0, True),
+                                                   ("fast", 1.0, True), ("compat", 0.0, False)])
+def test_world_with_onnx_backend_gives_the_eager_tokens_every_frame(exported, mode, temperature, fused):
     run = exported[0]
     model = wmfast.load(run)
     g = torch.Generator().manual_seed(3)
@@ -123,7 +142,13 @@ def test_world_with_onnx_backend_gives_the_eager_tokens_every_frame(exported, mo
     ids = torch.randint(0, 4, (2, 5), generator=g)                     # 5 frames: the ring wraps in fast mode
     kwargs = dict(device="cpu", mode=mode, steps=4, temperature=temperature, seed=5)
     eager = World.load(run, backend="eager", **kwargs).reset(context)
-    onnx_world = World.load(run, backend="onnx", **kwargs).reset(context)
+    if fused:   # the registry's backend: the onnxruntime-fused graphs, the CPU default
+        onnx_world = World.load(run, backend="onnx", **kwargs).reset(context)
+    else:       # the standard graphs
+        backend = OnnxBackend(os.path.join(run, "onnx"), run_dir=run, fused=False)
+        onnx_world = World(model, backend=backend, **kwargs).reset(context)
+    step_graph = onnx_world.backend.graph("maskgit_step").path
+    assert step_graph.endswith("maskgit_step.ort.onnx" if fused else "maskgit_step.onnx")
     for i in range(ids.shape[1]):
         want, got = eager.step(ids[:, i]), onnx_world.step(ids[:, i])
         assert torch.equal(onnx_world.tokens, eager.tokens), f"frame {i}"
@@ -146,6 +171,15 @@ def test_corrupted_onnx_file_gives_a_clear_error(exported, tmp_path):
     manifest["graphs"]["dynamics"]["sha256"] = sha256_file(path)
     json.dump(manifest, open(os.path.join(onnx_dir, "manifest.json"), "w"))
     with pytest.raises(WmfastError, match="dynamics.onnx: onnxruntime cannot load this graph"):
+        OnnxBackend(onnx_dir, fused=False)
+    # The onnxruntime-fused form (what the CPU backend runs by default) is checked the same way.
+    fused = os.path.join(onnx_dir, manifest["graphs"]["dynamics"]["onnxruntime"]["file"])
+    open(fused, "wb").write(open(fused, "rb").read()[:-100])
+    with pytest.raises(WmfastError, match="dynamics.ort.onnx: sha256.*does not match the manifest"):
+        OnnxBackend(onnx_dir)
+    manifest["graphs"]["dynamics"]["onnxruntime"]["sha256"] = sha256_file(fused)
+    json.dump(manifest, open(os.path.join(onnx_dir, "manifest.json"), "w"))
+    with pytest.raises(WmfastError, match="dynamics.ort.onnx: onnxruntime cannot load this graph"):
         OnnxBackend(onnx_dir)
     os.remove(os.path.join(onnx_dir, "manifest.json"))
     with pytest.raises(WmfastError, match="no manifest.json"):

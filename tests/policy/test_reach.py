@@ -104,3 +104,26 @@ def test_data_game_cli_records_reach(tmp_path, capsys):
                  "--out", str(plain)]) == 0
     with pytest.raises(WmfastError, match="continuous_actions"):
         read_reach_dataset(plain)
+
+
+def test_shift_augmentation_is_a_label_preserving_translation():
+    from wmfast.policy.train import random_shift
+
+    rng = np.random.default_rng(0)
+    for seed in range(8):
+        g = Reach(seed)
+        frame = g.render(64)
+        shifted = random_shift(np.repeat(frame[None], 4, 0), 64, rng, Reach.BG)
+        for s in shifted:
+            # Render the same state moved by the offset the augmentation picked (the ball's pixel offset):
+            # identical image, so ball - effector (all the expert's action depends on) is unchanged.
+            ys, xs = np.nonzero((frame == Reach.BALL).all(-1))
+            ys2, xs2 = np.nonzero((s == Reach.BALL).all(-1))
+            dy, dx = ys2.min() - ys.min(), xs2.min() - xs.min()
+            moved = Reach(seed)
+            moved.ball, moved.effector = g.ball + [dx / 64, dy / 64], g.effector + [dx / 64, dy / 64]
+            assert np.array_equal(s, moved.render(64))
+    small = random_shift(np.repeat(Reach(1).render(64)[None], 50, 0), 2, rng, Reach.BG)
+    ys = [np.nonzero((s == Reach.BALL).all(-1))[0].min() for s in small]
+    base = np.nonzero((Reach(1).render(64) == Reach.BALL).all(-1))[0].min()
+    assert set(np.array(ys) - base) <= {-2, -1, 0, 1, 2} and len(set(ys)) > 1   # at most max_shift, random

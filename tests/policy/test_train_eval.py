@@ -34,6 +34,7 @@ def test_train_and_eval_reach_from_the_cli(tmp_path, capsys):
     assert [r["horizon"] for r in report["results"]] == [4, 2, "ensemble"]
     for r in report["results"]:
         assert {"horizon", "success_rate", "steps_to_reach", "pauses"} <= set(r) and 0 <= r["success_rate"] <= 1
+    assert report["baselines"]["expert"]["success_rate"] == 1.0    # the expert always reaches the ball
     assert (run / "eval" / "eval.png").is_file() and (run / "eval" / "reach_2.gif").is_file()
     assert "| horizon |" in capsys.readouterr().out
 

@@ -2,6 +2,7 @@
 order and bad checkpoints give clear errors, and the train/demo CLI runs end to end."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -28,6 +29,23 @@ def trained_run(tmp_path_factory, tiny_game_cache):
     for stage in ("tokenizer", "actions", "dynamics"):
         train_stage(stage, run, DATA, tiny())
     return run
+
+
+def test_dynamics_trains_on_the_window_rollouts_use(tmp_path, trained_run, monkeypatch, tiny_game_cache):
+    # A rollout predicts frame C+1 from C context frames (temporal positions 0..C): the dynamics'
+    # training clips must be that window, not C frames with the target at position C-1.
+    from wmfast.models import DynamicsModel
+
+    seen = []
+    original = DynamicsModel.training_loss
+    monkeypatch.setattr(DynamicsModel, "training_loss",
+                        lambda self, latents, *a, **k: seen.append(latents.shape[1]) or original(self, latents, *a, **k))
+    run = tmp_path / "run"
+    for stage in ("tokenizer", "actions"):
+        shutil.copytree(os.path.join(trained_run, stage), run / stage)
+    train_stage("dynamics", str(run), DATA, tiny(steps=2, clip_len=3))
+    context = wmfast.load(str(run)).dynamics.config.context_length
+    assert context == 3 and seen == [context + 1] * 2
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -4,7 +4,8 @@ compat and fast modes, 10 MaskGIT steps, temperature 0.
 
 Every engine rolls out the same frames from the same context and actions in this process; the
 report says whether their tokens were identical, and times each setting >= 5 times, round-robin
-over the engines, as ms per generated frame (median, min, max, spread).
+over the engines, as ms per generated frame (median, min, max, spread), in wall time and in the
+process's CPU time (the steadier figure on a shared machine).
 """
 import os
 import tempfile
@@ -118,14 +119,17 @@ def _run_export_benchmark(json_path, quick, run_dir, batches, modes, steps, reps
         for name, t in timings.items():
             row[f"{name}_ms_per_frame"] = t["median_ms"] / frames
             row[f"{name}_spread"] = t["spread"]
+            row[f"{name}_cpu_ms_per_frame"] = t["cpu"]["median_ms"] / frames
             row[f"{name}_timing"] = t
         for name in worlds:
             if name != "eager":
                 row[f"{name} speedup"] = row["eager_ms_per_frame"] / row[f"{name}_ms_per_frame"]
+                row[f"{name} cpu speedup"] = row["eager_cpu_ms_per_frame"] / row[f"{name}_cpu_ms_per_frame"]
         rows.append(row)
     engines = [e for e in ("eager", "onnxruntime", "torch.compile") if f"{e}_ms_per_frame" in rows[0]]
     print_table(rows, ["mode", "batch"] + [f"{e}_ms_per_frame" for e in engines]
                 + [f"{e} speedup" for e in engines if e != "eager"]
+                + [f"{e} cpu speedup" for e in engines if e != "eager" and device.type == "cpu"]
                 + [f"{e} identical_tokens" for e in engines if e != "eager"])
     dyn_cfg = model.dynamics.config
     report = {
@@ -133,10 +137,15 @@ def _run_export_benchmark(json_path, quick, run_dir, batches, modes, steps, reps
         "load_average_end": os.getloadavg(),
         "threads": threads if device.type == "cpu" else None,
         "providers": onnx.providers if onnx else None, "onnx_skipped": onnx_skipped or None,
-        "cuda_graph": onnx.graphs["maskgit_step"].cuda_graph if onnx else None, "quick": quick,
+        "cuda_graph": onnx.graphs["maskgit_step"].cuda_graph if onnx else None,
+        "onnxruntime_fused_graphs": onnx.fused if onnx else None,
+        "onnxruntime_rewrites": {name: g["onnxruntime"]["fusions"] for name, g in onnx.manifest["graphs"].items()
+                                 if "onnxruntime" in g} if onnx else None, "quick": quick,
         "reps": reps, "maskgit_steps": steps, "shape": shape_label(dyn_cfg.to_dict()),
         "tinyworlds_shape": SHAPES["tinyworlds"], "export_s": export_s, "rows": rows,
         "baseline": "the eager World (TorchBackend), same mode, context caches on; timings round-robin",
+        "timing": "wall time (perf_counter) per rollout; *_cpu_*: the process's CPU time (process_time) of the "
+                  "same calls, which does not count waiting for a core on a shared machine",
     }
     if onnx is not None:
         report["configs"] = onnx.configs

@@ -31,7 +31,7 @@ from wmfast.nn.patch import patchify
 from wmfast.nn.conv import ConvBlock, FiLM, NORMS
 from wmfast.nn.quantizers import make_quantizer
 from wmfast.ops import pair_attention
-from wmfast.viz import flag as _capture
+from wmfast.nn import capture_flag as _capture
 from wmfast.validate import check_finite, check_float_input, check_frames, check_indices, check_same_batch, \
     check_tensor, FLOATS
 
@@ -358,7 +358,7 @@ class LatentActionModel(nn.Module):
         else:
             pred = self.decoder(frames, q, mask_future=not cfg.decoder_sees_past)
         rec_loss = reconstruction_loss(pred[:, first:], frames[:, 1 + first:], frames[:, first:-1], cfg)
-        from wmfast.train.distributed import batch_var   # the global batch's under DDP; .var(dim=0) in one process
+        from wmfast.nn.collectives import batch_var   # the global batch's under DDP; .var(dim=0) in one process
 
         variance = batch_var(z.reshape(-1, z.shape[-1])).mean()
         var_loss = cfg.variance_weight * F.relu(cfg.variance_target - variance) if cfg.architecture == "transformer" else 0.0

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from wmfast.errors import WmfastError
 from wmfast.nn.pe import temporal_pe
-from wmfast.viz import flag as _capture
+from wmfast.nn import capture_flag as _capture
 
 
 class RMSNorm(nn.Module):

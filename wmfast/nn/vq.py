@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wmfast.errors import WmfastError
+from wmfast.nn import collectives
 from wmfast.ops.vq_lookup import vq_lookup
 
 
@@ -83,12 +84,10 @@ class VectorQuantizer(nn.Module):
         return q_ste.to(z.dtype), sum(losses.values())
 
     def _dist(self):
-        """wmfast.train.distributed when this module trains in a multi-process group, else None."""
+        """wmfast.nn.collectives when this module trains in a multi-process group, else None."""
         if not self.distributed_sync:
             return None
-        from wmfast.train import distributed  # lazy: wmfast.train imports the models
-
-        return distributed if distributed.is_distributed() else None
+        return collectives if collectives.is_distributed() else None
 
     def entropy_loss(self, z_flat):
         """Mean per-row assignment entropy minus the entropy of the mean assignment, on a random

@@ -23,6 +23,8 @@ def add_policy(sub, bench):
     p.add_argument("--teacher", default="", help="discrete embedded game: train on a scripted teacher's episodes "
                                                  "+ DAgger instead of the dataset (game:pong: tracker)")
     p.add_argument("--episode-steps", type=int, default=200, help="steps per teacher / DAgger episode")
+    p.add_argument("--shift", type=int, default=-1, help="random translation augmentation, max pixels per axis "
+                                                        "(-1: auto = whole frame for reach, off for discrete; 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
@@ -70,7 +72,7 @@ def _train(a):
     cfg = PolicyTrainConfig(kind=a.kind, data=a.data, samples=a.samples, epochs=a.epochs, dagger_rounds=a.dagger_rounds,
                             dagger_horizon=a.dagger_horizon, batch_size=a.batch_size, lr=a.lr, chunk=a.chunk,
                             frame_size=a.size, seed=a.seed, device=a.device, teacher=a.teacher,
-                            episode_steps=a.episode_steps)
+                            episode_steps=a.episode_steps, shift=a.shift)
     s = train_policy(a.run, cfg)
     print(f"{a.run}: {s['kind']} policy, {s['params']:,} params, {s['samples']} samples, {s['steps']} steps, "
           f"{s['seconds']:.0f} s, val_loss {s['val_loss']:.4g}")

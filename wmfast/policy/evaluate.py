@@ -115,7 +115,7 @@ def rollout_reach(predict, seeds, horizon: int, ensemble: bool = False, size: in
                   record: int = 0, max_steps: int = None):
     """Play one reach episode per seed, all at once, the policy choosing every action.
 
-    predict: fn(frames uint8 [B, S, S, 3]) -> chunks [B, K, 2].
+    predict: fn(frames uint8 [B, S, S, 3]) -> chunks [B, K, 2]; None: the scripted expert plays.
     label_chunk > 0 (DAgger): also return every visited frame with the expert's chunk from that state.
     record: keep the frames of the first `record` episodes (for GIFs).
     Returns dict(success [n] bool, steps [n], pauses [n], frames: list of [T, S, S, 3] (recorded),
@@ -143,10 +143,13 @@ def rollout_reach(predict, seeds, horizon: int, ensemble: bool = False, size: in
                 dagger_frames.append(f)
                 dagger_actions.append(a)
                 dagger_valid.append(v)
-        need = ex.needs_plan()[live]
-        if need.any():
-            ex.plan(live[need], predict(frames[need]))
-        actions = ex.act(live)
+        if predict is None:   # the scripted expert plays (the baseline)
+            actions = [games[i].policy() for i in live]
+        else:
+            need = ex.needs_plan()[live]
+            if need.any():
+                ex.plan(live[need], predict(frames[need]))
+            actions = ex.act(live)
         for i, a in zip(live, actions):
             g = games[i]
             before = g.effector.copy()
@@ -258,7 +261,8 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
                     ensemble: bool = False, out_dir=None, gifs: int = 4, steps: int = 1000, progress: bool = True) -> dict:
     """Evaluate a trained policy by playing its game on held-out episodes, once per horizon.
 
-    reach: success rate, steps to reach, pauses per horizon (and temporal ensembling with ensemble=True);
+    reach: success rate, steps to reach, pauses per horizon (and temporal ensembling with ensemble=True),
+    beside the scripted expert on the same episodes;
     discrete games: score per 100 steps per horizon, with random and scripted baselines.
     Writes OUT/eval.json (and json_path), OUT/eval.png and one GIF per horizon; returns the report.
     """
@@ -285,6 +289,8 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
             row["executed_horizon"] = min(h, cfg.chunk)
             report["results"].append(row)
             _write_gif(out["frames"], os.path.join(out_dir, f"reach_{row['horizon']}.gif"))
+        expert = summarize_reach(rollout_reach(None, seeds, 1, size=cfg.frame_size), "expert")
+        report["baselines"] = {"expert": {k: v for k, v in expert.items() if k != "horizon"}}
     elif cfg.discrete:
         from wmfast.data.games import GAMES
 
@@ -366,7 +372,7 @@ def plot_eval(report: dict, path):
         for bname, b in report.get("baselines", {}).items():
             if k in b:
                 names.append(bname)
-                vals.append(b[k])
+                vals.append(b[k] if b[k] is not None else 0.0)
         ax.bar(names, vals, color="tab:blue")
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("actions per inference", fontsize=8)

@@ -114,9 +114,9 @@ class World:
              temperature: float = 0.0, schedule_k: float = 5.0, seed: int = None, **kwargs) -> "World":
         """A World over a run directory (backend="onnx" uses <path>/onnx, made by `wmfast export`;
         auto_export=True exports it when missing or stale)."""
-        import wmfast
+        from wmfast.loader import load
 
-        model = wmfast.load(path)
+        model = load(path)
         return cls(model, device, backend, mode, steps, temperature, schedule_k, seed, **kwargs)
 
     def __repr__(self):

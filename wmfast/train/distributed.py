@@ -13,7 +13,7 @@ Why the helpers with gradients (all_reduce_sum_grad, batch_var): a loss that is 
 per-sample terms (a batch variance, the entropy of the mean code assignment) must see the
 global batch, or N processes would optimize something else than one process does.
 
-This module imports only torch, so models can import it lazily without import cycles.
+The collectives the models use live in wmfast.nn.collectives (re-exported here).
 """
 import contextlib
 import datetime
@@ -25,6 +25,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from wmfast.errors import WmfastError
+from wmfast.nn.collectives import (all_gather_cat, all_reduce_mean, all_reduce_sum, all_reduce_sum_grad,  # noqa: F401
+                                   batch_var, broadcast, is_distributed, world_size)
 
 # How long a collective may wait for a peer before failing (a dead peer on gloo fails at once).
 TIMEOUT = datetime.timedelta(minutes=int(os.environ.get("WMFAST_DIST_TIMEOUT_MIN", "30")))
@@ -37,17 +39,8 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def is_distributed() -> bool:
-    """True inside an initialized process group of more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
 
 
 def local_rank() -> int:
@@ -203,69 +196,7 @@ def check_divisible(batch_size: int, what: str = "--batch-size") -> int:
     return batch_size // world
 
 
-# -- collectives (identity in one process) -------------------------------------------------
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """In-place sum over processes (no gradient); returns t."""
-    if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t /= dist.get_world_size()
-    return t
-
-
-def all_reduce_sum_grad(t: torch.Tensor) -> torch.Tensor:
-    """Sum over processes that gradients flow back through (each process gets the summed gradient)."""
-    if not is_distributed():
-        return t
-    import warnings
-
-    from torch.distributed.nn.functional import all_reduce
-
-    with warnings.catch_warnings():   # public and differentiable; its successor is still private API
-        warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_reduce is deprecated")
-        return all_reduce(t, op=dist.ReduceOp.SUM)
-
-
-def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """In place: every process gets rank `src`'s values; returns t."""
-    if is_distributed():
-        dist.broadcast(t, src)
-    return t
-
-
-def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate every process's t along dim 0, in rank order (sizes may differ per process)."""
-    if not is_distributed():
-        return t
-    world = dist.get_world_size()
-    n = torch.tensor([t.shape[0]], device=t.device, dtype=torch.long)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    sizes = [int(s) for s in sizes]
-    biggest = max(sizes)
-    padded = t
-    if t.shape[0] < biggest:
-        padded = torch.cat([t, t.new_zeros((biggest - t.shape[0],) + tuple(t.shape[1:]))])
-    out = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(out, padded.contiguous())
-    return torch.cat([o[:s] for o, s in zip(out, sizes)])
-
-
-def batch_var(x: torch.Tensor) -> torch.Tensor:
-    """x [N, D] -> unbiased variance over dim 0 of the global batch (all processes' rows), with
-    gradients; exactly x.var(dim=0) in one process."""
-    if not is_distributed():
-        return x.var(dim=0)
-    n = all_reduce_sum(torch.tensor(float(x.shape[0]), device=x.device, dtype=x.dtype))
-    mean = all_reduce_sum_grad(x.sum(0)) / n                                  # [D]
-    return all_reduce_sum_grad((x - mean).pow(2).sum(0)) / (n - 1).clamp(min=1)
-
+# -- collectives (identity in one process): in wmfast.nn.collectives, which nn and models use ------
 
 # -- launching ---------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
 """Model size presets: dicts of overrides applied to every stage's config."""
+from wmfast.config import FIELD_RULES
 
 PRESETS = {
     # for tests: trains in seconds
@@ -17,14 +18,12 @@ PRESETS = {
 # 8-code VQ with dead-code reset and a conv decoder that sees x_t-1 and x_t. "tinyworlds" keeps
 # tinyworlds' own LAM.
 CONV_LAM = dict(architecture="conv", quantizer="vq", vq_dead_code_every=100, conv_context=2, onehot_actions=True)
-# Dynamics: half the clips trained as rollouts use the model (complete context, only the last frame
-# masked); the rest keep tinyworlds' masking. On maze, FiLM-only dynamics like this do not follow the
-# action's direction (ΔtPSNR 0.0 dB in 2 seeds) but roll out stably (+0.3 to +2.3 dB over copy-last
-# at each of 8 steps). The opt-in action-set attention bias (action_position_bias, spatial_window=1,
-# future_mask_prob=1: `wmfast compare dynamics` variants action-bias, action-bias-weighted) follows
-# it (ΔtPSNR +0.7 to +3.1 dB, +3 to +7 dB over copy-last on the first frame), but its maze rollouts
-# drift within 8 frames in 3 of 4 runs (agents multiply or vanish), so it is not the recipe yet.
-DYNAMICS = dict(future_mask_prob=0.5)
+# Dynamics: the action sets a learned attention bias per head and relative patch offset
+# (action_position_bias) inside a 1-patch window, and every clip is trained as rollouts use the model
+# (complete context, last frame masked). FiLM alone does not follow the action's direction on maze
+# (ΔtPSNR 0.0-0.1 dB, the moved agent fades out); this does (docs/controllable-dynamics/). It needs
+# the demo recipe's lr 2e-3: at 1e-3, 1 of 3 seeds learns it within 1000 steps, at 2e-3, 3 of 3.
+DYNAMICS = dict(action_position_bias=True, spatial_window=1, future_mask_prob=1.0)
 
 # Per-stage settings, which a flat preset cannot hold (`quantizer` means one thing to the
 # tokenizer and another to the LAM).
@@ -39,3 +38,6 @@ def preset_values(preset: str, stage: str, fields: set) -> dict:
     values = {k: v for k, v in PRESETS[preset].items() if k in fields}
     values.update(STAGE_PRESETS.get(preset, {}).get(stage, {}))
     return values
+
+
+FIELD_RULES["preset"] = tuple(PRESETS)   # TrainConfig.preset: one of these (config sits below train)

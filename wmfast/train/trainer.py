@@ -43,7 +43,11 @@ class TrainConfig(Config):
     warmup_steps: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    clip_len: int = 4           # frames per training clip (the dynamics' context length)
+    # Frames per training clip. For the dynamics it is the context length, and its clips have one frame
+    # more: a rollout predicts frame C+1 from C context frames, so training shows that same window
+    # (with C-frame clips the rollout's window has a temporal position and a context length the
+    # model never saw, and the moved agent vanishes from rollouts).
+    clip_len: int = 4
     stride: int = 1             # frames between consecutive clip frames
     seed: int = 0
     device: str = "auto"        # "auto" | "cpu" | "cuda"
@@ -385,7 +389,8 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
     if main and stage == "actions" and ds.n_actions and ds.n_actions > cfg.n_actions:
         print(f"wmfast: note: the data has {ds.n_actions} true actions, the LAM {cfg.n_actions} codes")
     train_eps, _ = ds.split(train.val_fraction, seed=train.seed)
-    sampler = ClipSampler(ds, clip_len=train.clip_len, stride=train.stride, frame_size=cfg.frame_size,
+    clip_frames = train.clip_len + (stage == "dynamics")
+    sampler = ClipSampler(ds, clip_len=clip_frames, stride=train.stride, frame_size=cfg.frame_size,
                           episodes=train_eps, seed=train.seed)
 
     net = STAGES[stage][0](cfg).to(device)
@@ -430,7 +435,7 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
                 frames, actions = frames.to(device, non_blocking=True), actions.to(device)
                 noise, weight = None, float(frames.shape[0])
                 if stage == "dynamics":
-                    noise, weight = _maskgit_noise(net, train.seed, step, clip_ids, train.clip_len, cfg.num_patches,
+                    noise, weight = _maskgit_noise(net, train.seed, step, clip_ids, clip_frames, cfg.num_patches,
                                                    device)
                 with _autocast(device):
                     loss, m = forward(frames, actions, noise)

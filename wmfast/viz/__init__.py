@@ -8,4 +8,5 @@
 Plots and the report (`wmfast viz attention`) live in wmfast.viz.plots / wmfast.viz.report and are
 imported on use (matplotlib is not loaded with the models).
 """
+from wmfast.nn import capture_flag as flag  # noqa: F401  (the switch, below the models)
 from wmfast.viz.capture import AttentionRecord, attention_modules, capture_attention  # noqa: F401

@@ -11,7 +11,7 @@ A module called again inside the context gets `#2`, `#3`, ... (keep="first" / "l
 
 How, and why it is free when off:
   * wmfast's own attention (the STT's SDPA calls, the pair-window op) checks one module flag
-    (wmfast.viz.flag.active) after its fused call; only while a context is open does it hand q and k
+    (wmfast.nn.capture_flag.active) after its fused call; only while a context is open does it hand q and k
     here, where softmax(q k^T * scale) (+ the causal mask) is recomputed for that call alone. The
     model's outputs are untouched, so they equal the capture-off outputs bit for bit.
   * torch's nn.MultiheadAttention (ACT, LAPA) needs no edit: inside the context each instance gets
@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wmfast.errors import WmfastError
-from wmfast.viz import flag
+from wmfast.nn import capture_flag as flag
 
 # Class name -> readable prefix for the models we ship; other models use their class name.
 MODEL_NAMES = {"VideoTokenizer": "tokenizer", "LatentActionModel": "lam", "DynamicsModel": "dynamics"}

@@ -1,4 +1,5 @@
-"""The switch the model code checks: `if _capture.active: _capture.record(...)`.
+"""The switch the model code checks: `if _capture.active: _capture.record(...)` (wmfast.viz opens
+and closes it; it lives here, below the models, so that nn and models never import the viz app).
 
 This module is tiny and imports nothing heavy, so the models can import it at load time. While no
 capture_attention() context is open, `active` is False and an attention call does one attribute

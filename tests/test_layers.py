@@ -1,0 +1,210 @@
+"""The layers point one way (docs: architecture.md "Layers"):
+
+    cli -> apps (demo, bench, serve, viz, eval, compare, lapa, policy) -> engine (rollout, export,
+    train, loader) -> models -> nn -> ops -> base (errors, config, validate, device, data, ...)
+
+Every `import` of a wmfast module in wmfast/, export/ and kernels/ (module level and inside
+functions alike: a lazy import is still a dependency) must go to the same layer or a lower one,
+and the modules must not import each other in a cycle. Read from the source with ast, so the test
+imports nothing it checks.
+"""
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCES = {"wmfast": "wmfast", "export": "wmfast.export", "kernels": "wmfast.kernels"}   # folder -> package
+
+BASE, OPS, NN, MODELS, ENGINE, APPS, CLI = range(7)
+# Module-name prefix -> layer; the longest matching prefix wins.
+LAYERS = {
+    "wmfast.errors": BASE, "wmfast.validate": BASE, "wmfast.device": BASE, "wmfast.config": BASE,
+    "wmfast.version": BASE, "wmfast.data": BASE, "wmfast.action_map": BASE, "wmfast.run_data": BASE,
+    "wmfast.ops": OPS, "wmfast.kernels": OPS, "wmfast._C": OPS,
+    "wmfast.measure": OPS,          # timing and machine facts (reads the ops' extension flag)
+    "wmfast.nn": NN,
+    "wmfast.models": MODELS, "wmfast.checkpoint": MODELS, "wmfast.compat": MODELS,
+    # the policy networks and their checkpoint format are models; training and evaluating them are apps
+    "wmfast.policy.act": MODELS, "wmfast.policy.bc": MODELS, "wmfast.policy.chunk": MODELS,
+    "wmfast.policy.cnn": MODELS, "wmfast.policy.io": MODELS,
+    "wmfast.rollout": ENGINE, "wmfast.export": ENGINE, "wmfast.train": ENGINE, "wmfast.loader": ENGINE,
+    # LAPA's trainer (with its validation and code classifier) is an engine like wmfast.train
+    "wmfast.lapa.train": ENGINE, "wmfast.lapa.classifier": ENGINE, "wmfast.lapa.data": ENGINE,
+    "wmfast.lapa.evaluate": ENGINE,
+    "wmfast": APPS,                 # the package facade (wmfast.load, wmfast.World) and the apps below
+    "wmfast.demo": APPS, "wmfast.bench": APPS, "wmfast.serve": APPS, "wmfast.viz": APPS,
+    "wmfast.evaluate": APPS, "wmfast.compare": APPS, "wmfast.lapa": APPS, "wmfast.policy": APPS,
+    "wmfast.cli": CLI, "wmfast.__main__": CLI,
+}
+NAMES = ("base", "ops", "nn", "models", "engine", "apps", "cli")
+
+
+def modules() -> dict:
+    """{dotted module name: source path} for every .py file of the package."""
+    out = {}
+    for folder, package in SOURCES.items():
+        top = os.path.join(ROOT, folder)
+        for dirpath, dirnames, files in os.walk(top):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__" and d != "assets"]
+            for f in files:
+                if f.endswith(".py"):
+                    rel = os.path.relpath(os.path.join(dirpath, f), top)[:-3].replace(os.sep, ".")
+                    rel = rel[: -len("__init__")].rstrip(".") if rel.endswith("__init__") else rel
+                    out[package + ("." + rel if rel else "")] = os.path.join(dirpath, f)
+    return out
+
+
+def statements(tree, at_import: bool):
+    """Every node of the tree, or (at_import) only those that run when the module is imported
+    (not inside function bodies)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if not (at_import and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))):
+                todo.append(child)
+
+
+def imports(name: str, path: str, known: set, at_import: bool = False) -> list:
+    """(imported wmfast module, line) for every import statement in the file, at any depth (or,
+    at_import, those that run at import time)."""
+    is_package = path.endswith("__init__.py")
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    found = []
+    for node in statements(tree, at_import):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:   # relative: resolve against this module's package
+                parts = name.split(".") if is_package else name.split(".")[:-1]
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known or a.name == "_C"]
+            # `from pkg import submodule` depends on the submodule; `from pkg import name` on pkg itself
+            found += [(m, node.lineno) for m in subs + ([base] if len(subs) < len(node.names) else [])]
+    return [(m, line) for m, line in found if m == "wmfast" or m.startswith("wmfast.")]
+
+
+def command_modules() -> set:
+    """Modules that register CLI commands (wmfast.cli.COMMAND_MODULES): they belong to the CLI layer."""
+    with open(os.path.join(ROOT, "wmfast", "cli.py")) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "COMMAND_MODULES" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    raise AssertionError("wmfast/cli.py has no COMMAND_MODULES list")
+
+
+def layer(module: str, commands: set) -> int:
+    if module in commands or module.endswith((".cli", ".__main__")):
+        return CLI
+    prefixes = [p for p in LAYERS if module == p or module.startswith(p + ".")]
+    assert prefixes, f"{module} has no layer: add it to LAYERS in tests/test_layers.py"
+    return LAYERS[max(prefixes, key=len)]
+
+
+def edges(at_import: bool = False) -> list:
+    mods = modules()
+    known = set(mods)
+    out = []
+    for name, path in sorted(mods.items()):
+        for target, line in imports(name, path, known, at_import):
+            if target != name:
+                out.append((name, target, line))
+    return out
+
+
+def upward(all_edges, commands) -> list:
+    """Imports from a lower layer to a higher one (a package importing its own submodules is fine)."""
+    bad = []
+    for src, dst, line in all_edges:
+        if dst.startswith(src + "."):
+            continue
+        if layer(dst, commands) > layer(src, commands):
+            bad.append(f"{src}:{line} ({NAMES[layer(src, commands)]}) imports {dst} "
+                       f"({NAMES[layer(dst, commands)]})")
+    return bad
+
+
+def cycles(all_edges) -> list:
+    """Strongly connected groups of more than one module (Tarjan), ignoring a package's imports of
+    its own submodules (the package is its own submodules' parent, not a peer)."""
+    graph = {}
+    for src, dst, _ in all_edges:
+        if not dst.startswith(src + ".") and not src.startswith(dst + "."):
+            graph.setdefault(src, set()).add(dst)
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def test_no_upward_imports():
+    bad = upward(edges(), command_modules())
+    assert not bad, "imports against the layers:\n" + "\n".join(bad)
+
+
+def package_of(module: str) -> str:
+    """wmfast.export.runtime -> wmfast.export; top-level modules (wmfast.loader) stand alone."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycles_across_packages():
+    """No cycle through modules of different packages (wmfast.rollout and wmfast.export, models and
+    compat, ...), lazy imports included: a function-level import is a dependency too. Inside one
+    package, lazy imports may go both ways (the exporter runs parity, the runtime re-exports on
+    demand)."""
+    found = cycles([(a, b, line) for a, b, line in edges() if package_of(a) != package_of(b)])
+    assert not found, "import cycles across packages:\n" + "\n".join(" <-> ".join(g) for g in found)
+
+
+def test_no_import_time_cycles_between_modules():
+    found = cycles(edges(at_import=True))
+    assert not found, "modules that import each other at import time:\n" + "\n".join(" <-> ".join(g) for g in found)
+
+
+def test_the_checks_catch_an_upward_import_and_a_cycle():
+    """The checks themselves: a model importing the trainer, nn importing the viz app, and a
+    two-module cycle are all reported (synthetic edges, so the real tree need not be broken)."""
+    commands = command_modules()
+    fake = [("wmfast.models.dynamics", "wmfast.train.trainer", 1), ("wmfast.nn.transformer", "wmfast.viz", 2),
+            ("wmfast.rollout.world", "wmfast.export.runtime", 3), ("wmfast.export.runtime", "wmfast.rollout.world", 4),
+            ("wmfast.bench.export", "wmfast.rollout.world", 5)]
+    bad = upward(fake, commands)
+    assert len(bad) == 2 and "wmfast.models.dynamics:1 (models) imports wmfast.train.trainer (engine)" in bad
+    assert cycles(fake) == [["wmfast.export.runtime", "wmfast.rollout.world"]]
+    assert layer("wmfast.bench.train", commands) == CLI   # registers commands: CLI layer
+
+
+@pytest.mark.parametrize("module,expected", [("wmfast.nn.collectives", NN), ("wmfast.nn.capture_flag", NN),
+                                             ("wmfast.export.parity", ENGINE), ("wmfast.policy.io", MODELS)])
+def test_shared_helpers_sit_below_their_users(module, expected):
+    assert module in modules()
+    assert layer(module, command_modules()) == expected
