@@ -9,13 +9,15 @@ faster after three rewrites, all exact up to float round-off (int counts stay ex
 2. except for attention over time: a fused MultiHeadAttention over a handful of frames (T = 4 at
    tinyworlds' shape, symbolic in the graph) is slower on the CPU than the plain
    MatMul / Softmax / MatMul (1.3 vs 0.95 ms for 256 patches x 8 heads, measured), so those are
-   written back as plain ops (`_unfuse_attention_over_time`);
+   written back as plain ops (`_plain_attention`);
 3. counts of booleans (MaskGIT's confidence ranks: bool -> int64 -> ReduceSum over [B, P, P])
    reduce in float32 instead: onnxruntime's int64 ReduceSum is 13x slower there (0.23 vs
    0.018 ms at P = 256, measured), and float32 counts are exact up to 2^24 (checked statically).
 
-Measured at tinyworlds' shape, 1 thread, CPU time: the tokenizer and LAM graphs 5-9% faster,
-the dynamics graphs 1-3%; World(backend="onnx") compat batch 1 about 4% faster overall.
+Measured at tinyworlds' shape, 1 thread, CPU time per compat frame in one process (the standard
+graphs -> these; benchmarks/profile_export.py, benchmarks/results/cpu-export-profile.json): encode
+38.5 -> 35.8 ms, LAM 38.2 -> 36.2, ten MaskGIT steps 128.6 -> 123.8, decode 48.1 -> 44.1; the
+frame 291 -> 277 ms (5%; eager: 345), same tokens.
 """
 import math
 import os

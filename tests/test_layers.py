@@ -20,7 +20,7 @@ BASE, OPS, NN, MODELS, ENGINE, APPS, CLI = range(7)
 # Module-name prefix -> layer; the longest matching prefix wins.
 LAYERS = {
     "wmfast.errors": BASE, "wmfast.validate": BASE, "wmfast.device": BASE, "wmfast.config": BASE,
-    "wmfast.version": BASE, "wmfast.data": BASE, "wmfast.action_map": BASE, "wmfast.run_data": BASE,
+    "wmfast.version": BASE, "wmfast.data": BASE, "wmfast.run_data": BASE,
     "wmfast.ops": OPS, "wmfast.kernels": OPS, "wmfast._C": OPS,
     "wmfast.measure": OPS,          # timing and machine facts (reads the ops' extension flag)
     "wmfast.nn": NN,
@@ -29,6 +29,7 @@ LAYERS = {
     "wmfast.policy.act": MODELS, "wmfast.policy.bc": MODELS, "wmfast.policy.chunk": MODELS,
     "wmfast.policy.cnn": MODELS, "wmfast.policy.io": MODELS,
     "wmfast.rollout": ENGINE, "wmfast.export": ENGINE, "wmfast.train": ENGINE, "wmfast.loader": ENGINE,
+    "wmfast.action_map": ENGINE,    # a run's game action <-> latent code map (and its frame model's weights)
     # LAPA's trainer (with its validation and code classifier) is an engine like wmfast.train
     "wmfast.lapa.train": ENGINE, "wmfast.lapa.classifier": ENGINE, "wmfast.lapa.data": ENGINE,
     "wmfast.lapa.evaluate": ENGINE,

@@ -9,17 +9,79 @@ the browser page and policies acting inside a World read it.
      "counts": [[...K ints...], ...],               # [G, K] transitions of game action g coded as k
      "game_to_latent": [3, 0, ...],                 # [G] most frequent code per game action
      "latent_to_game": [1, -1, ...],                # [K] most frequent game action per code (-1: unused)
-     "data": "game:maze", "transitions": 1234, "changed_only": false}
+     "data": "game:maze", "transitions": 1234, "changed_only": false,
+     "frame_map": {...}}                            # optional: action_map.safetensors holds a FrameActionMap
+
+What a control does can depend on the frame: a move into a wall changes nothing, so the LAM codes it
+as NOOP, and a table that always sends RIGHT's usual code makes the world model move the agent into
+the wall. `wmfast eval` therefore also fits a FrameActionMap, p(latent code | frame, game action), on
+the training episodes' transitions; the World uses it (on the frame the action applies to) whenever
+the run has one.
 """
 import os
 
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from wmfast.config import load_json, save_json
 from wmfast.errors import WmfastError
 
 ACTION_MAP = "action_map.json"
+FRAME_MAP_WEIGHTS = "action_map.safetensors"
+
+
+class FrameActionMap(nn.Module):
+    """(frame [B, 3, S, S], game action [B]) -> logits over latent codes [B, K].
+
+    Three 3x3 convs (the last dilated) see a 9x9 window around each position; the game action scales
+    and shifts their features (FiLM); a max over positions keeps "somewhere the action is blocked / acts"; a
+    per-action bias holds what does not depend on the frame."""
+
+    def __init__(self, num_game_actions: int, num_latents: int, width: int = 16):
+        super().__init__()
+        self.num_game_actions, self.num_latents, self.width = num_game_actions, num_latents, width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU())
+        self.film = nn.Embedding(num_game_actions, 2 * width)
+        self.mix = nn.Conv2d(width, width, 3, padding=1)
+        self.head = nn.Linear(width, num_latents)
+        self.prior = nn.Embedding(num_game_actions, num_latents)
+
+    def forward(self, frames, game_actions):
+        h = self.features(frames)                                                   # [B, W, S, S]
+        gamma, beta = self.film(game_actions)[:, :, None, None].chunk(2, dim=1)      # [B, W, 1, 1] each
+        h = F.relu(self.mix(h * (1 + gamma) + beta)).amax(dim=(2, 3))               # [B, W]
+        return self.head(h) + self.prior(game_actions)                              # [B, K]
+
+
+def fit_frame_action_map(frames, game_actions, codes, num_game_actions: int, num_latents: int,
+                         steps: int = 500, batch_size: int = 64, lr: float = 5e-3, seed: int = 0,
+                         progress: bool = False) -> FrameActionMap:
+    """Cross-entropy fit of p(code | frame, game action) on transitions: frames [N, 3, S, S] (the frame
+    each action was taken in), game_actions [N], codes [N] (the LAM's code of that transition)."""
+    from tqdm.auto import tqdm
+
+    keep = torch.as_tensor(game_actions) >= 0
+    frames, game_actions, codes = frames[keep].float(), torch.as_tensor(game_actions)[keep].long(), \
+        torch.as_tensor(codes)[keep].long()
+    if len(codes) == 0:
+        raise WmfastError("no transition with a known game action to fit the frame-conditioned action map on")
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):   # a seeded init that leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        net = FrameActionMap(num_game_actions, num_latents)
+    opt = torch.optim.Adam(net.parameters(), lr)
+    for _ in tqdm(range(steps), desc="frame-conditioned action map", unit="step", disable=not progress):
+        i = torch.randint(len(codes), (batch_size,), generator=g)
+        loss = F.cross_entropy(net(frames[i], game_actions[i]), codes[i])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
 
 
 class ActionMap:
@@ -34,6 +96,8 @@ class ActionMap:
             raise WmfastError(f"action map: {len(self.action_names)} action names for {G} game actions")
         self.data, self.changed_only = data, changed_only
         self.game_to_latent = counts.argmax(1).tolist()
+        self.frame_map = None          # a FrameActionMap, when the run has one
+        self.frame_map_info = {}
         self.latent_to_game = [int(counts[:, k].argmax()) if counts[:, k].sum() > 0 else -1 for k in range(K)]
 
     @classmethod
@@ -48,12 +112,22 @@ class ActionMap:
         return cls(counts, **kwargs)
 
     def to_dict(self) -> dict:
-        return {"action_names": self.action_names, "num_latents": self.num_latents, "counts": self.counts.tolist(),
-                "game_to_latent": self.game_to_latent, "latent_to_game": self.latent_to_game, "data": self.data,
-                "transitions": int(self.counts.sum()), "changed_only": self.changed_only}
+        d = {"action_names": self.action_names, "num_latents": self.num_latents, "counts": self.counts.tolist(),
+             "game_to_latent": self.game_to_latent, "latent_to_game": self.latent_to_game, "data": self.data,
+             "transitions": int(self.counts.sum()), "changed_only": self.changed_only}
+        if self.frame_map is not None:
+            d["frame_map"] = {"weights": FRAME_MAP_WEIGHTS, "width": self.frame_map.width, **self.frame_map_info}
+        return d
 
     def save(self, run_dir) -> str:
+        from wmfast.checkpoint import save_weights
+
         path = os.path.join(run_dir, ACTION_MAP)
+        weights = os.path.join(run_dir, FRAME_MAP_WEIGHTS)
+        if self.frame_map is not None:
+            save_weights(self.frame_map, weights)
+        elif os.path.exists(weights):
+            os.remove(weights)   # a stale map from an earlier evaluation must not be picked up
         save_json(self.to_dict(), path)
         return path
 
@@ -66,16 +140,36 @@ class ActionMap:
         d = load_json(path)
         if not isinstance(d, dict) or "counts" not in d:
             raise WmfastError(f"{path}: not an action map (no 'counts' table)")
-        return cls(d["counts"], d.get("action_names"), d.get("data", ""), bool(d.get("changed_only", False)))
+        amap = cls(d["counts"], d.get("action_names"), d.get("data", ""), bool(d.get("changed_only", False)))
+        if isinstance(d.get("frame_map"), dict):
+            amap._load_frame_map(os.path.dirname(path), d["frame_map"])
+        return amap
 
-    def to_latent(self, game_actions) -> torch.Tensor:
-        """Game action ids (tensor/list, any shape) -> latent code ids (int64, same shape)."""
+    def _load_frame_map(self, run_dir, info: dict):
+        from wmfast.checkpoint import load_state_dict_checked, read_safetensors
+
+        path = os.path.join(run_dir, info.get("weights", FRAME_MAP_WEIGHTS))
+        net = FrameActionMap(self.num_game_actions, self.num_latents, width=int(info.get("width", 16)))
+        load_state_dict_checked(net, read_safetensors(path), path)
+        self.frame_map, self.frame_map_info = net.eval(), {k: v for k, v in info.items() if k not in ("weights", "width")}
+
+    def to_latent(self, game_actions, frames=None) -> torch.Tensor:
+        """Game action ids (tensor/list, any shape) -> latent code ids (int64, same shape). With a
+        frame-conditioned map and frames [B, 3, S, S] (the frames the actions [B] are taken in), the
+        code comes from the frame as well: e.g. NOOP's code for a move into a wall."""
         ids = torch.as_tensor(game_actions)
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
             raise WmfastError(f"game actions must be integer ids, got dtype {ids.dtype}")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_game_actions):
             raise WmfastError(f"game action out of range: got {ids.min().item()}..{ids.max().item()}, "
                               f"this game has {self.num_game_actions} actions {self.action_names}")
+        if self.frame_map is not None and frames is not None:
+            if ids.dim() != 1 or frames.dim() != 4 or frames.shape[0] != ids.shape[0]:
+                raise WmfastError(f"frame-conditioned action map: actions must be [B] with frames [B, 3, S, S], got "
+                                  f"{tuple(ids.shape)} and {tuple(frames.shape)}")
+            net = self.frame_map.to(frames.device)
+            with torch.no_grad():
+                return net(frames.float(), ids.to(frames.device).long()).argmax(dim=1)
         table = torch.tensor(self.game_to_latent, dtype=torch.long, device=ids.device)
         return table[ids.long()]
 

@@ -28,7 +28,7 @@ LEGACY = {"architecture": "transformer", "quantizer": "fsq", "onehot_actions": F
 VARIANTS = {"legacy": LEGACY, "windowed": {**LEGACY, "use_windowed_attention": True}, "conv": CONV_LAM}
 # name -> DynamicsConfig overrides, every option explicit (the small/tiny presets set the recipe's).
 FILM_ONLY = {"future_mask_prob": 0.0, "spatial_window": 0, "spatial_position_bias": False,
-             "action_position_bias": False, "changed_token_weight": 1.0}
+             "action_position_bias": False, "changed_token_weight": 1.0, "pause_clip_prob": 0.0}
 DYNAMICS_VARIANTS = {
     "film": FILM_ONLY,                                                       # tinyworlds: the action by FiLM only
     "film-future": {**FILM_ONLY, "future_mask_prob": 1.0},

@@ -175,13 +175,14 @@ def infer_codes(lam, frames, window: int = 4):
     return codes, z
 
 
-def episode_codes(model, ds, episodes, window: int, progress: bool = False) -> dict:
-    """Every transition of the given episodes: codes, true actions (or None), changed flags, encoder outputs."""
+def episode_codes(model, ds, episodes, window: int, progress: bool = False, keep_frames: bool = False) -> dict:
+    """Every transition of the given episodes: codes, true actions (or None), changed flags, encoder
+    outputs, and with keep_frames the frame each transition starts from [N, 3, S, S]."""
     from tqdm.auto import tqdm
 
     from wmfast.data import ClipSampler
 
-    codes, truth, changed, zs = [], [], [], []
+    codes, truth, changed, zs, starts = [], [], [], [], []
     sampler = None
     for ep in tqdm(episodes, desc="latent actions", unit="episode", disable=not progress):
         s, e = ds.episodes[ep]
@@ -194,10 +195,13 @@ def episode_codes(model, ds, episodes, window: int, progress: bool = False) -> d
         zs.append(z[0])
         truth.append(acts[0])
         changed.append(changed_transitions(frames)[0])
+        if keep_frames:
+            starts.append(frames[0, :-1])
     if not codes:
         raise WmfastError(f"{ds.source}: the held-out episodes hold no transition (episodes of one frame)")
     return {"codes": torch.cat(codes).numpy(), "true": torch.cat(truth).numpy() if ds.actions is not None else None,
-            "changed": torch.cat(changed).numpy(), "z": torch.cat(zs)}
+            "changed": torch.cat(changed).numpy(), "z": torch.cat(zs),
+            "frames": torch.cat(starts) if keep_frames else None}
 
 
 def build_action_map(true_actions, codes, changed, num_game_actions, num_codes, action_names=None, data=""):
@@ -210,6 +214,39 @@ def build_action_map(true_actions, codes, changed, num_game_actions, num_codes, 
     moved = ActionMap.from_pairs(t[ch], z[ch], num_game_actions, num_codes).counts
     counts = np.where(moved.sum(1, keepdims=True) > 0, moved, every)
     return ActionMap(counts, action_names, data=data, changed_only=True)
+
+
+def saved_frame_map_fits(run, spec, num_game_actions: int) -> bool:
+    """Whether the run already holds a frame-conditioned action map for this data."""
+    from wmfast.action_map import ACTION_MAP, ActionMap
+
+    if run is None or not os.path.isfile(os.path.join(run, ACTION_MAP)):
+        return False
+    saved = ActionMap.load(run)
+    return saved.frame_map is not None and saved.data == os.fspath(spec) and saved.num_game_actions == num_game_actions
+
+
+def fit_frame_map(model, ds, held, window, action_map, held_codes, progress=False) -> dict:
+    """Fit action_map.frame_map (p(code | frame, game action)) on the transitions of the episodes NOT
+    held out; -> agreement with the LAM's codes on the held-out transitions, for it and for the table."""
+    from wmfast.action_map import fit_frame_action_map
+
+    train_eps = [e for e in range(len(ds.episodes)) if e not in set(held)]
+    if not train_eps:
+        return {"frame_map": "not fitted: no training episode"}
+    fit = episode_codes(model, ds, train_eps, window, progress, keep_frames=True)
+    action_map.frame_map = fit_frame_action_map(fit["frames"], fit["true"], fit["codes"], action_map.num_game_actions,
+                                                action_map.num_latents, progress=progress)
+    true, codes = torch.as_tensor(held_codes["true"]), torch.as_tensor(held_codes["codes"])
+    known = true >= 0
+    with torch.no_grad():
+        pred = torch.cat([action_map.to_latent(true[known][i:i + ENCODE_BATCH], held_codes["frames"][known][i:i + ENCODE_BATCH])
+                          for i in range(0, int(known.sum()), ENCODE_BATCH)])
+    info = {"fit_transitions": int((torch.as_tensor(fit["true"]) >= 0).sum()),
+            "held_out_agreement": float((pred == codes[known]).float().mean()),
+            "table_held_out_agreement": float((action_map.to_latent(true[known]) == codes[known]).float().mean())}
+    action_map.frame_map_info = info
+    return {"frame_map": info}
 
 
 # -- rollouts ------------------------------------------------------------------------------------
@@ -346,7 +383,7 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
               "seed": seed, "notes": []}
 
     # latent actions on every held-out transition
-    every = episode_codes(model, ds, held, window, progress)
+    every = episode_codes(model, ds, held, window, progress, keep_frames=write_map and run is not None)
     report.update({k: v for k, v in code_statistics(every["codes"], K).items()})
     z = every["z"]
     report["encoder_variance"] = float(z.reshape(-1, z.shape[-1]).var(dim=0).mean()) if z.shape[0] > 1 else 0.0
@@ -367,11 +404,15 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
                                "action_map.json and the game-action rollout are skipped")
     map_saved = False
     if action_map is not None and write_map and run is not None:
+        report["action_map"].update(fit_frame_map(model, ds, held, window, action_map, every, progress))
         try:
             report["action_map_file"] = action_map.save(run)
             map_saved = True
         except OSError as e:
             report["notes"].append(f"could not write {run}/action_map.json ({e.strerror})")
+    elif action_map is not None and saved_frame_map_fits(run, spec, ds.n_actions):
+        map_saved = True   # e.g. the shipped model: play the game actions as its World does
+        report["notes"].append("game actions through the run's saved frame-conditioned action map")
 
     # the world model on held-out clips
     frames, true_actions = held_out_clips(ds, C + horizon, episodes, model.frame_size, seed=seed, episodes=held)

@@ -24,6 +24,7 @@ OPTIONS = [
     dict(spatial_position_bias=True),
     dict(spatial_position_bias=True, spatial_window=1, future_mask_prob=1.0, changed_token_weight=2.0),
     dict(action_position_bias=True, spatial_window=1),
+    dict(pause_clip_prob=0.25),
 ]
 
 
@@ -67,6 +68,26 @@ def test_options_round_trip_train_and_load(tmp_path, options):
         assert torch.equal(loaded(lat, act), model(lat, act))
 
 
+def test_pause_clips_repeat_the_frame_before_the_pause():
+    frames = torch.arange(2 * 4, dtype=torch.float32).view(2, 4, 1, 1, 1).expand(2, 4, 3, 2, 2)
+    paused = DynamicsModel.pause_clips(frames, torch.tensor([1, 4]))      # clip 0 still from frame 1, clip 1 as is
+    assert paused[:, :, 0, 0, 0].tolist() == [[0, 0, 0, 0], [4, 5, 6, 7]]
+
+
+def test_trainer_pauses_the_share_of_clips_it_is_asked_to(tmp_path):
+    from wmfast.train.trainer import _maskgit_noise
+
+    T, P, n = 5, 4, 400
+    model = DynamicsModel(DynamicsConfig(**BODY, pause_clip_prob=0.25))
+    noise, masked = _maskgit_noise(model, seed=0, step=3, clip_ids=torch.arange(n), T=T, P=P, device="cpu")
+    pause_from = noise[4]
+    assert ((pause_from >= 1) & (pause_from <= T)).all()
+    assert 0.18 < (pause_from < T).float().mean() < 0.32
+    plain, masked_plain = _maskgit_noise(DynamicsModel(DynamicsConfig(**BODY)), seed=0, step=3, clip_ids=torch.arange(n),
+                                         T=T, P=P, device="cpu")
+    assert len(plain) == 4 and masked == masked_plain and all(torch.equal(a, b) for a, b in zip(noise[:4], plain))
+
+
 def test_default_config_builds_the_tinyworlds_modules_only():
     keys = set(DynamicsModel(DynamicsConfig(**BODY)).state_dict())
     assert not any("rel_bias" in k for k in keys)
@@ -78,6 +99,7 @@ def test_default_config_builds_the_tinyworlds_modules_only():
     (dict(future_mask_prob=1.5), "future_mask_prob"),
     (dict(spatial_window=-1), "spatial_window"),
     (dict(changed_token_weight=0.0), "changed_token_weight"),
+    (dict(pause_clip_prob=-0.1), "pause_clip_prob"),
 ])
 def test_bad_options_name_the_field(bad, match):
     with pytest.raises(WmfastError, match=match):

@@ -16,6 +16,17 @@ def test_split_epochs_puts_half_on_expert_data():
     assert sum(_split_epochs(7, 3)) == 7
 
 
+def test_shift_augmentation_is_on_by_default_for_reach_only():
+    from wmfast.policy.cnn import PolicyConfig
+    from wmfast.policy.train import _shift
+
+    reach, pong = PolicyConfig(game="reach", frame_size=16), PolicyConfig(game="pong", frame_size=16)
+    assert _shift(PolicyTrainConfig(), reach)[0] == 16        # auto: anywhere in the frame
+    assert _shift(PolicyTrainConfig(shift=3), reach)[0] == 3
+    assert _shift(PolicyTrainConfig(shift=0), reach)[0] == 0
+    assert _shift(PolicyTrainConfig(), pong)[0] == 0          # not label-preserving there
+
+
 def test_train_and_eval_reach_from_the_cli(tmp_path, capsys):
     run = tmp_path / "act"
     assert main(["policy", "train", "--kind", "act", "--data", "game:reach", "--run", str(run), "--size", "16",
@@ -73,3 +84,5 @@ def test_policy_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     with pytest.raises(WmfastError, match="samples"):
         train_policy(tmp_path / "r", PolicyTrainConfig(samples=0))
+    with pytest.raises(WmfastError, match="shift"):
+        train_policy(tmp_path / "r", PolicyTrainConfig(shift=-2))

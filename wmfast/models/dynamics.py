@@ -44,12 +44,18 @@ class DynamicsConfig(SpaceTimeConfig):
     # The action also sets that bias (per head and offset; implies spatial_position_bias): a head can
     # attend where the action says the moved object comes from, a learned, action-chosen warp.
     action_position_bias: bool = False
+    # Share of training clips turned into a pause: from a random frame on, the clip repeats that
+    # frame. Game footage rarely shows a whole context window without motion, and without such clips
+    # a held NOOP makes the model drop the agent once the context is still. The LAM codes the pause
+    # from the frames (no true action is used). 0: tinyworlds.
+    pause_clip_prob: float = 0.0
 
     def __post_init__(self):
         if self.codebook_size == 0:
             self.codebook_size = self.num_bins ** self.latent_dim
-        if not 0.0 <= self.future_mask_prob <= 1.0:
-            raise WmfastError(f"future_mask_prob must be in [0, 1], got {self.future_mask_prob}")
+        for name in ("future_mask_prob", "pause_clip_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise WmfastError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.spatial_window < 0:
             raise WmfastError(f"spatial_window must be >= 0, got {self.spatial_window}")
         if self.changed_token_weight <= 0:
@@ -170,6 +176,15 @@ class DynamicsModel(nn.Module):
         loss = (ce * m * w).sum() / m.sum().clamp(min=1)
         acc = ((logits.argmax(-1) == indices).flatten().float() * m).sum() / m.sum().clamp(min=1)
         return logits, loss, {"masked_accuracy": acc.detach(), "mask_ratio": ratio.detach()}
+
+    @staticmethod
+    def pause_clips(frames, pause_from):
+        """frames [B, T, ...], pause_from [B] int: frames t >= pause_from[b] become frame pause_from[b] - 1
+        (pause_from >= T leaves a clip as it is)."""
+        T = frames.shape[1]
+        t = torch.arange(T, device=frames.device)[None, :]
+        src = torch.where(t >= pause_from[:, None], pause_from[:, None] - 1, t)                   # [B, T]
+        return frames[torch.arange(frames.shape[0], device=frames.device)[:, None], src]
 
     # -- MaskGIT inference ------------------------------------------------------------------
     @torch.no_grad()

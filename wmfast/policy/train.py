@@ -278,6 +278,8 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
             raise WmfastError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.dagger_rounds < 0 or not 0 < cfg.expert_fraction <= 1 or cfg.lr <= 0:
         raise WmfastError("need dagger_rounds >= 0, 0 < expert_fraction <= 1 and lr > 0")
+    if cfg.shift < -1:
+        raise WmfastError(f"shift must be -1 (auto), 0 (off) or a number of pixels, got {cfg.shift}")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     k = 1 if cfg.kind == "bc" else cfg.chunk

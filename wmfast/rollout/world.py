@@ -135,7 +135,7 @@ class World:
         self.tokens = None
         if self.mode == "compat":
             self._state = {"window": frames}
-            return self
+            return self._keep_frame(frames[:, -1])
         be = self.backend
         lat = be.latents(be.encode(frames))                                                  # [B, Tc, P, L]
         act = self._infer_actions(frames)                                                    # [B, Tc-1, A]
@@ -148,6 +148,12 @@ class World:
             self._state = {"dyn": dyn, "dec": dec}
         else:
             self._state = {"lat": lat, "act": act}
+        return self._keep_frame(frames[:, -1])
+
+    def _keep_frame(self, frame) -> "World":
+        """A frame-conditioned action map reads the frame each game action is taken in."""
+        if self.action_map is not None and self.action_map.frame_map is not None:
+            self._state["frame"] = frame
         return self
 
     @torch.no_grad()
@@ -158,6 +164,7 @@ class World:
             raise WmfastError("call world.reset(frames) before world.step(actions)")
         a = self._action_latents(actions)                                                    # [B, A]
         frame = self._step_compat(a) if self.mode == "compat" else self._step_fast(a)
+        self._keep_frame(frame)
         return frames_to_uint8(frame) if as_uint8 else frame
 
     @torch.no_grad()
@@ -215,7 +222,7 @@ class World:
         if actions.is_floating_point():
             return actions.to(self.device, torch.float32)
         if self.action_map is not None:
-            actions = self.action_map.to_latent(actions)
+            actions = self.action_map.to_latent(actions.to(self.device), self._state.get("frame"))
         return self.backend.action_latents(actions.to(self.device, torch.int64))
 
     def _infer_actions(self, frames):

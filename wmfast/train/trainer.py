@@ -120,6 +120,8 @@ class StageStep:
             _, loss, m = model(frames)
             m["true_actions"] = true_actions
             return loss, m
+        if noise is not None and len(noise) > 4:                               # pause_clip_prob > 0
+            frames, noise = model.pause_clips(frames, noise[4]), noise[:4]
         with torch.no_grad():
             idx = self.tokenizer.encode(frames, check=False)                    # [B, T, P]
             lat = self.tokenizer.latents(idx, check=False)                      # [B, T, P, L]
@@ -240,19 +242,26 @@ def _maskgit_noise(model, seed: int, step: int, clip_ids, T: int, P: int, device
     """MaskGIT randomness for this process's clips: the batch's mask ratio from a stream keyed by
     (seed, step), each clip's uniforms [T, P], kept frames [1, P] and clip draw from one keyed by
     (seed, step, clip) -- the same masks for a clip whatever the number of processes.
-    -> ((ratio [], uniforms [b, T, P], keep_frame [b, 1, P], clip_u [b]), number of masked tokens)."""
+    -> ((ratio [], uniforms [b, T, P], keep_frame [b, 1, P], clip_u [b][, pause_from [b]]), number of masked
+    tokens); pause_from (first repeated frame, T for none) only with pause_clip_prob > 0."""
     from wmfast.data.clips import keyed_rng
 
     ratio = np.float32(0.5) + np.float32(0.5) * keyed_rng(seed, step).random(dtype=np.float32)
-    uniforms, keep, clip_u = [], [], []
+    uniforms, keep, clip_u, pause = [], [], [], []
+    pause_prob = model.config.pause_clip_prob
     for clip in clip_ids.tolist():
         g = keyed_rng(seed, step, clip)
         uniforms.append(g.random((T, P), dtype=np.float32))
         keep.append(g.integers(0, T, size=(1, P)))
         clip_u.append(g.random(dtype=np.float32))
+        if pause_prob > 0:   # drawn last: the draws above stay the same with or without pauses
+            pause.append(int(g.integers(1, T)) if g.random() < pause_prob else T)
     noise = (torch.tensor(ratio, device=device), torch.from_numpy(np.stack(uniforms)).to(device),
              torch.from_numpy(np.stack(keep)).to(device), torch.tensor(clip_u, device=device))
-    return noise, int(model.training_mask(*noise).sum())
+    masked = int(model.training_mask(*noise).sum())
+    if pause:
+        noise = noise + (torch.tensor(pause, device=device),)
+    return noise, masked
 
 
 INDEX_KEYS = ("indices", "action_indices", "true_actions")
