@@ -239,12 +239,12 @@ def fit_frame_map(model, ds, held, window, action_map, held_codes, progress=Fals
                                                 action_map.num_latents, progress=progress)
     true, codes = torch.as_tensor(held_codes["true"]), torch.as_tensor(held_codes["codes"])
     known = true >= 0
-    with torch.no_grad():
-        pred = torch.cat([action_map.to_latent(true[known][i:i + ENCODE_BATCH], held_codes["frames"][known][i:i + ENCODE_BATCH])
-                          for i in range(0, int(known.sum()), ENCODE_BATCH)])
+    true, codes, frames = true[known], codes[known], held_codes["frames"][known]
+    pred = torch.cat([action_map.to_latent(true[i:i + ENCODE_BATCH], frames[i:i + ENCODE_BATCH])
+                      for i in range(0, len(true), ENCODE_BATCH)])
     info = {"fit_transitions": int((torch.as_tensor(fit["true"]) >= 0).sum()),
-            "held_out_agreement": float((pred == codes[known]).float().mean()),
-            "table_held_out_agreement": float((action_map.to_latent(true[known]) == codes[known]).float().mean())}
+            "held_out_agreement": float((pred == codes).float().mean()),
+            "table_held_out_agreement": float((action_map.to_latent(true) == codes).float().mean())}
     action_map.frame_map_info = info
     return {"frame_map": info}
 
