@@ -57,6 +57,28 @@ def test_each_action_changes_the_next_frame(name):
     assert off_diag.min() > 0.5, differs / states
 
 
+@pytest.mark.parametrize("name", sorted(GAMES))
+def test_policy_rarely_presses_into_a_wall(name):
+    """A blocked press looks like NOOP in the frames, so the data policy keeps them rare."""
+    game = make_game(name, seed=1)
+    blocked = moves = 0
+    for _ in range(2000):
+        a = game.policy()
+        if a:
+            moves += 1
+            blocked += game.blocked(a) if name == "maze" else game.pushes_wall(a)
+        game.step(a)
+    assert blocked < 0.1 * moves, (blocked, moves)
+
+
+def test_pong_pushes_wall_only_at_the_edges():
+    game = make_game("pong", seed=0)
+    half = game.PADDLE_H / 2
+    for y, up, down in ((half, True, False), (1 - half, False, True), (0.5, False, False)):
+        game.player_y = y
+        assert (game.pushes_wall(1), game.pushes_wall(2), game.pushes_wall(0)) == (up, down, False)
+
+
 def test_step_is_the_action_taken():
     """Pong: UP moves the player's paddle up the screen, DOWN moves it down (rows of green pixels)."""
     game = make_game("pong", seed=0)

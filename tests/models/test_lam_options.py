@@ -16,6 +16,7 @@ OPTIONS = [
     dict(architecture="conv", quantizer="vq", n_actions=4, vq_dead_code_every=10, conv_channels=8),
     dict(architecture="conv", quantizer="vq", n_actions=5, onehot_actions=True, code_dim=6, conv_channels=8),
     dict(architecture="conv", quantizer="vq", n_actions=4, conv_context=2, conv_norm="batch", conv_channels=8),
+    dict(architecture="conv", quantizer="vq", n_actions=4, conv_context=2, first_pair_weight=0.5, conv_channels=8),
     dict(architecture="conv", quantizer="vq", n_actions=4, action_free_prior=True, changed_pixel_weight=3.0, conv_channels=8),
     dict(quantizer="vq", n_actions=6, action_dim=8, vq_beta=0.5, vq_ema=True, vq_entropy_weight=0.1),
     dict(n_actions=9, fsq_levels=3),
@@ -44,6 +45,21 @@ def test_options_round_trip_and_train(tmp_path, options):
     assert ids.shape == (2, 2) and int(ids.max()) < loaded.num_actions
 
 
+def test_first_pair_weight_adds_the_motionless_pair_to_the_loss():
+    """conv_context 2: the first pair (no x_t-1) is left out of the loss unless first_pair_weight > 0;
+    then it adds w * its MSE, computed here from the prediction by hand."""
+    cfg = dict(architecture="conv", quantizer="vq", n_actions=4, conv_context=2, conv_channels=8)
+    frames = torch.rand(2, 4, 3, 16, 16) * 2 - 1
+    losses = {}
+    for w in (0.0, 0.7):
+        torch.manual_seed(0)
+        model = LatentActionModel(LatentActionConfig(**BODY, **cfg, first_pair_weight=w)).eval()
+        pred, loss, _ = model(frames)
+        losses[w] = loss
+    first = ((pred[:, 0].double() - frames[:, 1].double()) ** 2).mean()
+    torch.testing.assert_close(losses[0.7].double(), losses[0.0].double() + 0.7 * first, rtol=1e-5, atol=1e-7)
+
+
 def test_legacy_config_has_no_new_modules():
     # A tinyworlds-format config (no new keys) builds exactly the legacy state dict.
     model = LatentActionModel(LatentActionConfig(**BODY))
@@ -59,6 +75,7 @@ def test_legacy_config_has_no_new_modules():
     (dict(action_injection="concat"), "action_injection"),
     (dict(conv_context=3), "conv_context"),
     (dict(changed_pixel_weight=0.0), "changed_pixel_weight"),
+    (dict(first_pair_weight=-1.0), "first_pair_weight"),
     (dict(conv_norm="layer"), "norm"),
 ])
 def test_bad_options_name_the_field(bad, match):

@@ -1,4 +1,4 @@
-"""Teachers for discrete games (pong tracker), DAgger labels from them, pong hit counting, and the
+"""Teachers for discrete games (pong: aiming and centre trackers), DAgger labels from them, pong hit counting, and the
 ACT positional embedding's sine start."""
 import math
 
@@ -10,19 +10,57 @@ from wmfast.data.games import Pong
 from wmfast.errors import WmfastError
 from wmfast.policy import PolicyConfig
 from wmfast.policy.act import ACTPolicy, sincos_2d
-from wmfast.policy.evaluate import play_discrete, score_discrete
-from wmfast.policy.teachers import get_teacher, pong_tracker, teacher_chunk, teacher_episodes
+from wmfast.policy.evaluate import play_discrete, random_chooser, score_discrete
+from wmfast.policy.teachers import (PONG_AIM, get_teacher, pong_centre_tracker, pong_tracker, teacher_chunk,
+                                    teacher_episodes)
 from wmfast.policy.train import PolicyTrainConfig, train_policy
 
 
-def test_pong_tracker_moves_toward_the_ball_and_rests_near_it():
+def test_pong_centre_tracker_moves_toward_the_ball_and_rests_near_it():
     g = Pong(0)
     g.player_y, g.by = 0.5, 0.2 - g.BALL / 2       # ball centre 0.3 above the paddle: UP
-    assert pong_tracker(g) == 1
+    assert pong_centre_tracker(g) == 1
     g.by = 0.8 - g.BALL / 2                         # below: DOWN
-    assert pong_tracker(g) == 2
+    assert pong_centre_tracker(g) == 2
     g.by = 0.5 + 0.02 - g.BALL / 2                  # within half a paddle step: NOOP
+    assert pong_centre_tracker(g) == 0
+
+
+def test_pong_tracker_aims_the_return_away_from_the_opponent():
+    """Target = ball centre shifted 0.9 half-paddles toward the opponent's height: the ball meets the
+    paddle's far end and bounces steeply away from the opponent."""
+    g = Pong(0)
+    half = g.PADDLE_H / 2
+    g.by = 0.5 - g.BALL / 2                         # ball centre 0.5
+    g.opponent_y = 0.2                              # opponent above the ball: target 0.5 - 0.9 * 0.11 = 0.401
+    g.player_y = 0.5 - PONG_AIM * half
     assert pong_tracker(g) == 0
+    g.player_y = 0.5                                # paddle at the ball's centre: UP toward the target
+    assert pong_tracker(g) == 1 and pong_centre_tracker(g) == 0
+    g.opponent_y = 0.8                              # opponent below: target 0.599, DOWN
+    assert pong_tracker(g) == 2
+    assert get_teacher("pong", "tracker") is pong_tracker and get_teacher("pong", "centre") is pong_centre_tracker
+    for opponent, away in ((0.2, 1.0), (0.8, -1.0)):   # play a ball into the paddle: it leaves away from them
+        g = Pong(1)
+        g.bx, g.by, g.vx, g.vy, g.player_y, g.opponent_y = 0.3, 0.5 - g.BALL / 2, -0.03, 0.0, 0.5, opponent
+        while g.vx < 0:
+            g.opponent_y = opponent                 # hold the opponent still (it tracks the ball)
+            assert g.step(pong_tracker(g)) == 0
+        assert g.vy * away > 0.02                   # 0.035 x offset: 0.9 less at most the dead band, 0.32
+
+
+def test_the_aiming_tracker_wins_more_points_than_random_and_the_centre_tracker():
+    """The v2 game's slow opponent cannot reach steep returns: aiming wins points without losing any."""
+    seeds, steps = [11, 12, 13], 1000
+    score = {name: score_discrete("pong", play_discrete("pong", choose, seeds, steps, 8)["rewards"])
+             for name, choose in (("aiming", lambda games, frames: [pong_tracker(g) for g in games]),
+                                  ("centre", lambda games, frames: [pong_centre_tracker(g) for g in games]),
+                                  ("random", random_chooser(3, 0)))}
+    aiming = score["aiming"]
+    assert aiming["points_won_per_100"] > score["random"]["points_won_per_100"]
+    assert aiming["points_won_per_100"] > 2 * score["centre"]["points_won_per_100"]
+    assert aiming["return_per_100"] > score["random"]["return_per_100"] + 1.0
+    assert aiming["points_lost_per_100"] <= score["centre"]["points_lost_per_100"] + 0.1
 
 
 def test_teacher_chunk_is_the_teachers_next_actions_and_leaves_the_game_alone():

@@ -7,13 +7,21 @@ import pytest
 from wmfast.cli import main
 from wmfast.errors import WmfastError
 from wmfast.policy import load_policy
-from wmfast.policy.train import PolicyTrainConfig, _split_epochs, train_policy
+from wmfast.policy.train import TEACHER_EPOCHS, PolicyTrainConfig, _split_epochs, auto_epochs, train_policy
 
 
 def test_split_epochs_puts_half_on_expert_data():
     assert _split_epochs(20, 2) == [10, 5, 5]
     assert _split_epochs(20, 0) == [20]
     assert sum(_split_epochs(7, 3)) == 7
+
+
+def test_epochs_zero_means_the_recipes_count():
+    """--epochs 0 (the default): 20 for reach and datasets, TEACHER_EPOCHS when imitating a teacher."""
+    assert PolicyTrainConfig().epochs == 0
+    assert auto_epochs("") == 20 and auto_epochs("pong") == TEACHER_EPOCHS > 20
+    with pytest.raises(WmfastError, match="epochs must be >= 1"):
+        train_policy("unused", PolicyTrainConfig(epochs=-1), progress=False)
 
 
 def test_shift_augmentation_is_on_by_default_for_reach_only():

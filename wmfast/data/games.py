@@ -78,14 +78,17 @@ class Game:
 class Pong(Game):
     """Pong: the left (green) paddle is the player's; the right one tracks the ball by itself.
 
-    Actions: NOOP, UP, DOWN. A point scored gives +1, a point lost -1, then the ball is served again.
+    Actions: NOOP, UP, DOWN. A point scored gives +1, a point lost -1, then the ball is served toward the
+    side that lost the point. The opponent moves slower than the steepest return, so aimed shots win points.
     """
 
     name = "pong"
+    version = 2  # v2: slower opponent (0.035 -> 0.02), serve toward the side that conceded, data
+                 # policy rarely presses into a wall
     action_names = ["NOOP", "UP", "DOWN"]
     PADDLE_H, PADDLE_W, BALL = 0.22, 0.05, 0.07
     PLAYER_X, OPPONENT_X = 0.05, 0.90
-    PLAYER_SPEED, OPPONENT_SPEED = 0.07, 0.035
+    PLAYER_SPEED, OPPONENT_SPEED = 0.07, 0.02
     BG, LINE = (16, 20, 40), (70, 80, 120)
     PLAYER, OPPONENT, BALL_COLOR = (60, 220, 90), (235, 90, 70), (250, 240, 120)
 
@@ -117,13 +120,13 @@ class Pong(Game):
                 self._bounce(self.player_y, self.PLAYER_X + self.PADDLE_W)
             elif self.bx + self.BALL < 0:
                 reward = -1.0
-                self.serve(direction=1.0)
+                self.serve(direction=-1.0)
         elif self.vx > 0 and self.bx + self.BALL >= self.OPPONENT_X:
             if self.bx <= self.OPPONENT_X + self.PADDLE_W and self._hits(self.opponent_y):
                 self._bounce(self.opponent_y, self.OPPONENT_X - self.BALL)
             elif self.bx > 1:
                 reward = 1.0
-                self.serve(direction=-1.0)
+                self.serve(direction=1.0)
         return reward
 
     def _hits(self, paddle_y: float) -> bool:
@@ -168,7 +171,15 @@ class Pong(Game):
             action = 0 if abs(gap) < 0.04 else (1 if gap < 0 else 2)
         else:
             action = int(self.policy_rng.integers(self.n_actions))
-        return self.sticky(action, repeat=0.4)
+        action = self.sticky(action, repeat=0.4)
+        if self.pushes_wall(action) and self.policy_rng.random() < 0.8:
+            action = self.prev_action = 0   # like the maze's player, rarely press into a wall
+        return action
+
+    def pushes_wall(self, action: int) -> bool:
+        """UP at the top or DOWN at the bottom: the frame shows the same as NOOP."""
+        half = self.PADDLE_H / 2
+        return (action == 1 and self.player_y <= half + 1e-9) or (action == 2 and self.player_y >= 1 - half - 1e-9)
 
 
 class Maze(Game):

@@ -66,6 +66,8 @@ class LatentActionConfig(SpaceTimeConfig):
     onehot_actions: bool = False
     code_dim: int = 0               # VQ code width with onehot_actions (0: 16)
     conv_context: int = 1           # conv decoder reads x_t (1) or x_t-1 and x_t (2: motion it can extrapolate itself)
+    first_pair_weight: float = 0.0  # conv, conv_context 2: loss weight of each clip's first pair, where the decoder
+                                    # sees no motion (x_t-1 = x_t)
     action_free_prior: bool = False # conv: an action-free predictor of x_t+1 from (x_t-1, x_t) trains beside the
                                     # decoder, which adds only the code's correction: the code explains the residual
 
@@ -100,6 +102,8 @@ class LatentActionConfig(SpaceTimeConfig):
             raise WmfastError(f"n_actions and action_dim must be >= 1, got {self.n_actions}, {self.action_dim}")
         if self.conv_context not in (1, 2):
             raise WmfastError(f"conv_context must be 1 or 2, got {self.conv_context}")
+        if self.first_pair_weight < 0:
+            raise WmfastError(f"first_pair_weight must be >= 0, got {self.first_pair_weight}")
         if self.changed_pixel_weight <= 0:
             raise WmfastError(f"changed_pixel_weight must be > 0, got {self.changed_pixel_weight}")
 
@@ -358,6 +362,8 @@ class LatentActionModel(nn.Module):
         else:
             pred = self.decoder(frames, q, mask_future=not cfg.decoder_sees_past)
         rec_loss = reconstruction_loss(pred[:, first:], frames[:, 1 + first:], frames[:, first:-1], cfg)
+        if first and cfg.first_pair_weight > 0:
+            rec_loss = rec_loss + cfg.first_pair_weight * reconstruction_loss(pred[:, :1], frames[:, 1:2], frames[:, :1], cfg)
         from wmfast.nn.collectives import batch_var   # the global batch's under DDP; .var(dim=0) in one process
 
         variance = batch_var(z.reshape(-1, z.shape[-1])).mean()
@@ -370,7 +376,10 @@ class LatentActionModel(nn.Module):
         """The first pair the reconstruction loss counts. A decoder that reads x_t-1 and x_t has no
         real x_t-1 for a clip's first pair: there a ball's velocity is unknown, and the code would
         learn to carry it (held-out pong: codes followed the ball, NMI 0.02 with the player's
-        actions), so that pair only trains the encoder through the others."""
+        actions), so that pair only trains the encoder through the others, or counts with the small
+        first_pair_weight: with x_t-1 everywhere, a code could say only "the paddle moved" and leave the
+        direction to the motion the decoder sees (held-out pong, one seed of two: UP and DOWN shared
+        codes, NMI 0.45); a little loss where no motion is visible makes the code carry the direction."""
         return 1 if self.config.architecture == "conv" and self.config.conv_context == 2 else 0
 
     # -- public inference API ---------------------------------------------------------------

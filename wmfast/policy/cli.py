@@ -13,7 +13,8 @@ def add_policy(sub, bench):
                                                         "game:maze or any dataset with action ids")
     p.add_argument("--run", required=True, help="run directory to write")
     p.add_argument("--samples", type=int, default=10000, help="training samples in all (expert + DAgger)")
-    p.add_argument("--epochs", type=int, default=20, help="epochs in all (half on expert data, rest over rounds)")
+    p.add_argument("--epochs", type=int, default=0, help="epochs in all (half on expert data, rest over rounds); "
+                                                         "0: auto = 20, 120 with --teacher")
     p.add_argument("--dagger-rounds", type=int, default=2, help="DAgger rounds after the expert data")
     p.add_argument("--dagger-horizon", type=int, default=2, help="actions per inference while the learner drives")
     p.add_argument("--batch-size", type=int, default=64, help="samples per optimizer step")
@@ -21,7 +22,8 @@ def add_policy(sub, bench):
     p.add_argument("--chunk", type=int, default=8, help="actions per chunk (bc: 1)")
     p.add_argument("--size", type=int, default=0, help="frame size (default 128 for reach, 64 for discrete games)")
     p.add_argument("--teacher", default="", help="discrete embedded game: train on a scripted teacher's episodes "
-                                                 "+ DAgger instead of the dataset (game:pong: tracker)")
+                                                 "+ DAgger instead of the dataset (game:pong: tracker = aiming, "
+                                                 "or centre)")
     p.add_argument("--episode-steps", type=int, default=200, help="steps per teacher / DAgger episode")
     p.add_argument("--shift", type=int, default=-1, help="random translation augmentation, max pixels per axis "
                                                         "(-1: auto = whole frame for reach, off for discrete; 0: off)")

@@ -11,8 +11,9 @@ effector hardly moves (< PAUSE_SPEED of its top speed) while near the ball (< NE
 reached it. Discrete games are scored by playing them (default 1000 steps per episode: points are
 rare): pong points won / lost, return and hits (balls the player returned) per 100 steps, maze coins
 per 100 steps, against a random policy, the game's scripted policy and the teacher it imitated.
-In the embedded pong the opponent returns every ball the player returns, so points are won almost only
-on the serve after a lost point: "points won" rewards losing, and hits / points lost measure play.
+In the embedded pong (v2) the opponent paddle is slower than the steepest return, so returns aimed away
+from it win points (the pong teacher); read points won beside points lost, return and hits
+(docs/policy-pong/README.md).
 """
 import json
 import os

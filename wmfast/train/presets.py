@@ -17,7 +17,8 @@ PRESETS = {
 # transitions where the tinyworlds LAM collapsed to one code): a conv inverse-dynamics encoder, an
 # 8-code VQ with dead-code reset and a conv decoder that sees x_t-1 and x_t. "tinyworlds" keeps
 # tinyworlds' own LAM.
-CONV_LAM = dict(architecture="conv", quantizer="vq", vq_dead_code_every=100, conv_context=2, onehot_actions=True)
+CONV_LAM = dict(architecture="conv", quantizer="vq", vq_dead_code_every=100, conv_context=2, onehot_actions=True,
+                first_pair_weight=0.1)
 # Dynamics: the action sets a learned attention bias per head and relative patch offset
 # (action_position_bias) inside a 1-patch window, and every clip is trained as rollouts use the model
 # (complete context, last frame masked). FiLM alone does not follow the action's direction on maze

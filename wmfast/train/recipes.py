@@ -13,7 +13,7 @@ PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 DEMO_RECIPE = {
     "tokenizer": (dict(steps=800, batch_size=16, lr=2e-3, warmup_steps=50), {}),
     "actions": (dict(steps=1500, batch_size=16, lr=1e-3, warmup_steps=50), {}),
-    "dynamics": (dict(steps=1000, batch_size=16, lr=2e-3, warmup_steps=50), {}),
+    "dynamics": (dict(steps=1500, batch_size=16, lr=2e-3, warmup_steps=50), {}),
 }
 DEMO_BASE = TrainConfig(preset="small", clip_len=4, seed=0, log_every=25, save_every=250)
 
