@@ -1,7 +1,8 @@
 """The recorded recipe that trains the demo's world model, and where the shipped one lives.
 
-`wmfast demo --train` runs exactly this; the model under wmfast/assets/pretrained/ was made
-by `wmfast demo --train --out <dir>` and copied there (see its recipe.json)."""
+`wmfast demo --train` runs exactly this. The model under wmfast/assets/pretrained/ was made by
+`wmfast demo --train --out <dir>` and copied there; its recipe.json records the recipe of that day
+(dynamics 1,000 steps, and its LAM config.json has no first_pair_weight: both came later, for pong)."""
 import os
 from dataclasses import replace
 
