@@ -165,7 +165,8 @@ class Pong(Game):
         return cache[size]
 
     def policy(self) -> int:
-        """Track the ball 60% of the time, press a random button otherwise; actions come in runs."""
+        """Track the ball 60% of the time, press a random button otherwise; actions come in runs, and
+        rarely push into a wall."""
         if self.policy_rng.random() < 0.6:
             gap = self.by + self.BALL / 2 - self.player_y + self.policy_rng.normal(0, 0.05)
             action = 0 if abs(gap) < 0.04 else (1 if gap < 0 else 2)

@@ -15,8 +15,9 @@ PRESETS = {
 
 # The latent action model the measurements favour (issue 12: held-out maze NMI 0.95 on changed
 # transitions where the tinyworlds LAM collapsed to one code): a conv inverse-dynamics encoder, an
-# 8-code VQ with dead-code reset and a conv decoder that sees x_t-1 and x_t. "tinyworlds" keeps
-# tinyworlds' own LAM.
+# 8-code VQ with dead-code reset and a conv decoder that sees x_t-1 and x_t. A small loss on each clip's
+# first pair (no x_t-1) makes codes carry the direction, not just "moved" (pong: NMI 0.45 -> 0.78 on the
+# seed that failed; docs/controllable-dynamics/). "tinyworlds" keeps tinyworlds' own LAM.
 CONV_LAM = dict(architecture="conv", quantizer="vq", vq_dead_code_every=100, conv_context=2, onehot_actions=True,
                 first_pair_weight=0.1)
 # Dynamics: the action sets a learned attention bias per head and relative patch offset
