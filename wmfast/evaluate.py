@@ -231,7 +231,8 @@ def fit_frame_map(model, ds, held, window, action_map, held_codes, progress=Fals
     held out; -> agreement with the LAM's codes on the held-out transitions, for it and for the table."""
     from wmfast.action_map import fit_frame_action_map
 
-    train_eps = [e for e in range(len(ds.episodes)) if e not in set(held)]
+    held_set = set(held)
+    train_eps = [e for e in range(len(ds.episodes)) if e not in held_set]
     if not train_eps:
         return {"frame_map": "not fitted: no training episode"}
     fit = episode_codes(model, ds, train_eps, window, progress, keep_frames=True)
