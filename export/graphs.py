@@ -117,22 +117,24 @@ class DynamicsPrefillGraph(nn.Module):
 
 
 class MaskGITStepGraph(nn.Module):
-    """One MaskGIT step of the new frame against the context cache (DynamicsModel.maskgit_step);
-    greedy, or sampled with Exp(1) noise [B, P, K] and a temperature (0-d) as extra inputs."""
+    """One MaskGIT step of the new frame against the context cache (DynamicsModel.maskgit_step, with its
+    min_confidence rule as a 0-d input, 0 for none); greedy, or sampled with Exp(1) noise [B, P, K] and a
+    temperature (0-d) as extra inputs."""
 
     def __init__(self, dynamics, tokenizer):
         super().__init__()
         self.dynamics, self.quantizer = dynamics, tokenizer.quantizer
 
-    def forward(self, x, masked, tokens, target, actions, cache_k, cache_v, valid, pe):
+    def forward(self, x, masked, tokens, target, actions, cache_k, cache_v, valid, pe, min_confidence):
         return self.dynamics.maskgit_step(x, masked, tokens, target, actions, cache_k, cache_v, valid, pe,
-                                          self.quantizer.latents)
+                                          self.quantizer.latents, min_confidence=min_confidence)
 
 
 class MaskGITSampledGraph(MaskGITStepGraph):
-    def forward(self, x, masked, tokens, target, actions, cache_k, cache_v, valid, pe, noise, temperature):
+    def forward(self, x, masked, tokens, target, actions, cache_k, cache_v, valid, pe, min_confidence, noise,
+                temperature):
         return self.dynamics.maskgit_step(x, masked, tokens, target, actions, cache_k, cache_v, valid, pe,
-                                          self.quantizer.latents, noise, temperature)
+                                          self.quantizer.latents, noise, temperature, min_confidence)
 
 
 class DynamicsCommitGraph(nn.Module):
@@ -228,7 +230,7 @@ def graph_specs(configs: dict) -> dict:
         specs["action_latents"] = GraphSpec(
             "action_latents", "actions", (TensorSpec("action_ids", i64, ("batch",)),),
             (TensorSpec("actions", f32, ("batch", A)),), "action ids -> action latents")
-    if tok is not None:
+    if tok is not None and tok.temporal_attention:   # a frame-wise decoder has no temporal cache
         kv = cache_specs(tok, "frames")
         cache = cache_inputs(tok, tok.embed_dim)
         specs["decoder_prefill"] = GraphSpec(
@@ -259,7 +261,8 @@ def graph_specs(configs: dict) -> dict:
         if tok is not None:
             state = (TensorSpec("x", f32, ("batch", 1, P, L)), TensorSpec("masked", "bool", ("batch", P)),
                      TensorSpec("tokens", i64, ("batch", P)))
-            step_in = state + (TensorSpec("target", i64, ()), TensorSpec("actions", f32, ("batch", 1, A))) + cache
+            step_in = state + (TensorSpec("target", i64, ()), TensorSpec("actions", f32, ("batch", 1, A))) + cache + \
+                (TensorSpec("min_confidence", f32, ()),)
             state = tuple(TensorSpec(f"next_{t.name}", t.dtype, t.shape) for t in state)
             specs["maskgit_step"] = GraphSpec(
                 "maskgit_step", "dynamics", step_in, state,

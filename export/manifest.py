@@ -12,7 +12,7 @@ from wmfast.config import load_json, save_json
 from wmfast.errors import WmfastError
 
 MANIFEST = "manifest.json"
-FORMAT, FORMAT_VERSION = "wmfast-onnx", 1
+FORMAT, FORMAT_VERSION = "wmfast-onnx", 2     # 2: maskgit_step takes min_confidence
 
 
 def sha256_file(path) -> str:

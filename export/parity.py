@@ -53,6 +53,7 @@ def parity_inputs(model, batch: int, frames: int, generator) -> dict:
         idx = tok.encode(video, check=False)
         lat = tok.latents(idx, check=False)
         out.update(tokenizer_encoder=(video,), token_latents=(idx,), tokenizer_decoder=(lat,))
+    if tok is not None and tok.config.temporal_attention:
         pe = temporal_pe(frames, tok.config.embed_dim)
         cache = tok.decoder.prefill(lat[:, :-1], tok.decoder.new_cache(batch, frames), pe[:-1])
         out.update(decoder_prefill=(lat, pe), decoder_extend=(lat[:, -1:], cache.k, cache.v, cache.valid, pe[-1:]))
@@ -82,7 +83,8 @@ def parity_inputs(model, batch: int, frames: int, generator) -> dict:
         out.update(dynamics_prefill=(lat, padded, pe), dynamics_commit=new)
         if tok is not None:
             tokens = torch.randint(0, cfg.codebook_size, (batch, cfg.num_patches), generator=generator)
-            step = (lat[:, -1:], masked, tokens, torch.tensor(cfg.num_patches // 2)) + new[1:]
+            # min_confidence 0.5: random logits are far less sure, so only each item's most confident token goes
+            step = (lat[:, -1:], masked, tokens, torch.tensor(cfg.num_patches // 2)) + new[1:] + (torch.tensor(0.5),)
             noise = torch.empty(batch, cfg.num_patches, cfg.codebook_size).exponential_(generator=generator)
             out.update(maskgit_step=step, maskgit_step_sampled=step + (noise, torch.tensor(0.7)))
     return out

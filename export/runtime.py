@@ -356,8 +356,9 @@ class OnnxBackend:
         padded = torch.cat([act.new_zeros(act.shape[0], 1, act.shape[2]), act], 1)        # [B, T, A]
         cache.clear().write(*self.graph("dynamics_prefill")(lat, padded, pe))
 
-    def maskgit_step(self, x, masked, tokens, target, act, cache, pe, noise=None, temperature: float = 1.0):
-        args = (x, masked, tokens, target, act, cache.k, cache.v, cache.valid, pe)
+    def maskgit_step(self, x, masked, tokens, target, act, cache, pe, min_confidence, noise=None,
+                     temperature: float = 1.0):
+        args = (x, masked, tokens, target, act, cache.k, cache.v, cache.valid, pe, min_confidence)
         if noise is None:
             return self.graph("maskgit_step")(*args)
         temperature = torch.tensor(temperature, dtype=torch.float32, device=self.device)

@@ -1,5 +1,39 @@
-"""`wmfast eval`: the one evaluator (wmfast.evaluate.evaluate_run) from the command line."""
-from wmfast.cli import command
+"""`wmfast eval`: the evaluator (wmfast.evaluate.evaluate_run) and, with --long-play, the long-play
+harness (wmfast.eval.long_play.long_play_run) from the command line."""
+import argparse
+
+from wmfast.cli import command, positive_int
+
+
+def mode_list(text):
+    """An argparse type: comma-separated World settings, e.g. compat:10,fast:4,fast:2:window."""
+    from wmfast.errors import WmfastError
+    from wmfast.eval.long_play import parse_mode
+
+    modes = [m.strip() for m in str(text).split(",") if m.strip()]
+    try:
+        for m in modes:
+            parse_mode(m)
+    except WmfastError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not modes:
+        raise argparse.ArgumentTypeError(f"must name at least one mode, got {text!r}")
+    return modes
+
+
+mode_list.__name__ = "comma-separated modes"
+
+
+def choice_list(*allowed):
+    """An argparse type: a comma-separated subset of `allowed`."""
+    def parse(text):
+        values = [v.strip() for v in str(text).split(",") if v.strip()]
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"must be comma-separated values from {list(allowed)}, got {text!r}")
+        return values
+    parse.__name__ = "comma-separated values"
+    return parse
 
 
 @command
@@ -19,12 +53,28 @@ def add_eval(sub, bench):
     p.add_argument("--out", default=None, help="folder for confusion.png, psnr.png, controls.png/.gif, rollout.gif "
                                                "(default: RUN/eval)")
     p.add_argument("--no-map", action="store_true", help="do not write RUN/action_map.json")
+    g = p.add_argument_group("long play (--long-play): the World against the real embedded game replaying its "
+                                "actions; writes OUT/long_play.json, .png and .gif")
+    g.add_argument("--long-play", type=positive_int, default=None, metavar="FRAMES",
+                   help="run only the long-play harness, FRAMES generated frames per game (the issue's default: 500)")
+    g.add_argument("--modes", type=mode_list, default=None,
+                   help="World settings MODE[:MASKGIT_STEPS][:stream|window] (default: compat:10,fast:1,fast:2,"
+                        "fast:4,fast:8,fast:10)")
+    g.add_argument("--backends", type=choice_list("eager", "compile", "onnx"), default=["eager"],
+                   help="comma-separated rollout backends (onnx needs `wmfast export` first)")
+    g.add_argument("--actions", type=choice_list("random", "policy"), default=["random", "policy"],
+                   help="action streams: random held actions (1-7 steps each) and the game's own policy")
+    g.add_argument("--games", type=positive_int, default=8, help="games played side by side (one World batch)")
+    p.epilog = ("examples:\n  wmfast eval --run runs/maze --episodes 32\n"
+                "  wmfast eval --run runs/maze --long-play 500 --modes compat:10,fast:2 --seed 3 --out lp/")
     p.set_defaults(func=_eval)
 
 
 def _eval(a):
     import os
 
+    if a.long_play:
+        return _long_play(a)
     from wmfast.evaluate import evaluate_run, format_table
 
     out = a.out or os.path.join(a.run, "eval")
@@ -35,3 +85,15 @@ def _eval(a):
     if report.get("action_map_file"):
         print(f"action map: {report['action_map_file']}")
     print(f"metrics: {json_path}  pictures: {out}")
+
+
+def _long_play(a):
+    import os
+
+    from wmfast.eval.long_play import DEFAULT_MODES, format_long_play, long_play_run
+
+    out = a.out or os.path.join(a.run, "eval")
+    report = long_play_run(a.run, a.modes or DEFAULT_MODES, a.backends, a.actions, games=a.games, steps=a.long_play,
+                           seed=a.seed, out=out)
+    print(format_long_play(report))
+    print(f"long play: {os.path.join(out, 'long_play.json')}  pictures: {report['plot']}, {report['gif']}")

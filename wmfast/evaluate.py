@@ -237,7 +237,7 @@ def fit_frame_map(model, ds, held, window, action_map, held_codes, progress=Fals
         return {"frame_map": "not fitted: no training episode"}
     fit = episode_codes(model, ds, train_eps, window, progress, keep_frames=True)
     action_map.frame_map = fit_frame_action_map(fit["frames"], fit["true"], fit["codes"], action_map.num_game_actions,
-                                                action_map.num_latents, progress=progress)
+                                                action_map.num_latents, progress=progress, changed=fit["changed"])
     true, codes = torch.as_tensor(held_codes["true"]), torch.as_tensor(held_codes["codes"])
     known = true >= 0
     true, codes, frames = true[known], codes[known], held_codes["frames"][known]

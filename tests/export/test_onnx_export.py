@@ -256,3 +256,20 @@ def test_windowed_lam_exports_through_the_pair_attention_translation(tmp_path):
     export_run(run, graphs=["action_encoder"], check=False, progress=False)
     report = check_parity(run, progress=False, reps=1)
     assert report["passed"], report["graphs"]
+
+
+def test_frame_wise_tokenizer_run_exports_without_decoder_caches_and_plays_the_eager_tokens(tmp_path):
+    run = save_tiny_run(tmp_path / "run", tokenizer={"temporal_attention": False})
+    manifest = export_run(run, check=False, progress=False)
+    assert "tokenizer_decoder" in manifest["graphs"]
+    assert not {"decoder_prefill", "decoder_extend"} & set(manifest["graphs"])   # no temporal decoder: no cache
+    assert check_parity(run, progress=False, reps=0)["passed"]
+    g = torch.Generator().manual_seed(3)
+    context, ids = torch.rand(2, 3, 3, 8, 8, generator=g) * 2 - 1, torch.randint(0, 4, (2, 7), generator=g)
+    for kwargs in (dict(mode="fast", steps=2), dict(mode="fast", steps=2, stream=True), dict(mode="compat", steps=2)):
+        eager = World.load(run, backend="eager", device="cpu", **kwargs).reset(context)
+        onnx_world = World.load(run, backend="onnx", device="cpu", **kwargs).reset(context)
+        for i in range(ids.shape[1]):
+            want, got = eager.step(ids[:, i]), onnx_world.step(ids[:, i])
+            assert torch.equal(onnx_world.tokens, eager.tokens), (kwargs, i)
+            assert (got - want).abs().max() <= 1e-4

@@ -68,10 +68,13 @@ def test_options_round_trip_train_and_load(tmp_path, options):
         assert torch.equal(loaded(lat, act), model(lat, act))
 
 
-def test_pause_clips_repeat_the_frame_before_the_pause():
-    frames = torch.arange(2 * 4, dtype=torch.float32).view(2, 4, 1, 1, 1).expand(2, 4, 3, 2, 2)
-    paused = DynamicsModel.pause_clips(frames, torch.tensor([1, 4]))      # clip 0 still from frame 1, clip 1 as is
-    assert paused[:, :, 0, 0, 0].tolist() == [[0, 0, 0, 0], [4, 5, 6, 7]]
+def test_pause_clips_repeat_the_frame_before_the_pause_then_go_on():
+    frames = torch.arange(3 * 5, dtype=torch.float32).view(3, 5, 1, 1, 1).expand(3, 5, 3, 2, 2)
+    # clip 0: still from frame 1 to the end; clip 1: as it is; clip 2: frame 0 held twice, then frames 1, 2
+    paused = DynamicsModel.pause_clips(frames, torch.tensor([1, 5, 1]), torch.tensor([4, 0, 2]))
+    assert paused[:, :, 0, 0, 0].tolist() == [[0, 0, 0, 0, 0], [5, 6, 7, 8, 9], [10, 10, 10, 11, 12]]
+    to_end = DynamicsModel.pause_clips(frames, torch.tensor([2, 5, 3]))      # no length: to the end
+    assert to_end[:, :, 0, 0, 0].tolist() == [[0, 1, 1, 1, 1], [5, 6, 7, 8, 9], [10, 11, 12, 12, 12]]
 
 
 def test_trainer_pauses_the_share_of_clips_it_is_asked_to(tmp_path):
@@ -80,9 +83,13 @@ def test_trainer_pauses_the_share_of_clips_it_is_asked_to(tmp_path):
     T, P, n = 5, 4, 400
     model = DynamicsModel(DynamicsConfig(**BODY, pause_clip_prob=0.25))
     noise, masked = _maskgit_noise(model, seed=0, step=3, clip_ids=torch.arange(n), T=T, P=P, device="cpu")
-    pause_from = noise[4]
-    assert ((pause_from >= 1) & (pause_from <= T)).all()
-    assert 0.18 < (pause_from < T).float().mean() < 0.32
+    start, length = noise[4], noise[5]
+    assert ((start >= 1) & (start <= T)).all()
+    paused = start < T
+    assert 0.18 < paused.float().mean() < 0.32
+    assert ((length[paused] >= 1) & (start[paused] + length[paused] <= T)).all() and (length[~paused] == 0).all()
+    resumed = paused & (start + length < T)          # pauses that end inside the clip: a move out of a stop
+    assert 0.3 < resumed.sum() / paused.sum() < 0.7
     plain, masked_plain = _maskgit_noise(DynamicsModel(DynamicsConfig(**BODY)), seed=0, step=3, clip_ids=torch.arange(n),
                                          T=T, P=P, device="cpu")
     assert len(plain) == 4 and masked == masked_plain and all(torch.equal(a, b) for a, b in zip(noise[:4], plain))

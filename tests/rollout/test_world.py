@@ -6,7 +6,7 @@ from wmfast import World, WmfastError
 from wmfast.nn.pe import temporal_pe
 from wmfast.models.dynamics import choose_tokens
 from wmfast.rollout.backends import BACKENDS, TorchBackend, register_backend
-from wmfast.rollout.reference import reference_rollout
+from wmfast.rollout.reference import reference_rollout, reference_token_rollout
 from wmfast.rollout.shapes import random_world_model
 
 # (model sizes, MaskGIT steps): non-default frame and patch sizes, 1-3 blocks, other contexts.
@@ -128,20 +128,49 @@ def test_choose_tokens_ranks_like_a_stable_sort():
             assert torch.equal(chosen[b], want & masked[b]), (target, b)
 
 
-def test_fast_mode_equals_compat_until_its_approximations_apply():
-    model = random_world_model(**SMALL)
+@pytest.mark.parametrize("temporal_tokenizer", [True, False])
+def test_fast_mode_equals_compat_until_its_approximations_apply(temporal_tokenizer):
+    model = random_world_model(**SMALL, temporal_tokenizer=temporal_tokenizer)
     C = SMALL["context_length"]
     context, ids = frames_for(model, 2, 1), ids_for(model, 2, C)
     compat = World(model, device="cpu", steps=4).reset(context)
-    token_ctx = World(model, device="cpu", mode="fast", steps=4, stream=False).reset(context)
-    streamed = World(model, device="cpu", mode="fast", steps=4).reset(context)
-    assert streamed.stream and not token_ctx.stream
+    window = World(model, device="cpu", mode="fast", steps=4, min_confidence=0).reset(context)   # compat's rule
+    streamed = World(model, device="cpu", mode="fast", steps=4, stream=True, min_confidence=0).reset(context)
+    assert streamed.stream and not window.stream       # the window is fast mode's default
     first = compat.step(ids[:, 0])
-    torch.testing.assert_close(token_ctx.step(ids[:, 0]), first, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(window.step(ids[:, 0]), first, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(streamed.step(ids[:, 0]), first, atol=1e-5, rtol=1e-5)
-    # The streaming caches are exact while the window fills (no frame has changed position yet).
-    for i in range(1, C):
-        torch.testing.assert_close(streamed.step(ids[:, i]), token_ctx.step(ids[:, i]), atol=1e-4, rtol=1e-4)
+    if not temporal_tokenizer:
+        # Frame-wise tokens: the streaming caches are exact while the window fills (no frame has
+        # changed position yet); a space-time tokenizer's window is re-encoded, so they part there.
+        for i in range(1, C):
+            torch.testing.assert_close(streamed.step(ids[:, i]), window.step(ids[:, i]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("temporal_tokenizer", [True, False])
+def test_fast_window_equals_its_plain_reference_past_the_training_window(temporal_tokenizer):
+    """Fast mode (window context) is reference_token_rollout, and compat reference_rollout, token for token
+    at temperature 0 for three context lengths of frames: no position drifts past the training window."""
+    model = random_world_model(**SMALL, temporal_tokenizer=temporal_tokenizer)
+    C = SMALL["context_length"]
+    context, ids = frames_for(model, 2, C), ids_for(model, 2, 3 * C)
+    for steps, confidence in ((10, 0.0), (2, None), (2, 0.02)):     # None: fast mode's default rule
+        fast = World(model, device="cpu", mode="fast", steps=steps, min_confidence=confidence).reset(context)
+        assert torch.equal(fast.rollout(ids), reference_token_rollout(model, context, ids, steps, min_confidence=confidence))
+    compat = World(model, device="cpu", mode="compat", steps=10).reset(context).rollout(ids)
+    assert torch.equal(compat, reference_rollout(model, context, ids, steps=10))
+
+
+def test_frame_wise_tokenizer_tokens_do_not_depend_on_the_window():
+    model = random_world_model(**SMALL, temporal_tokenizer=False)
+    frames = frames_for(model, 1, 6)
+    alone = model.tokenizer.encode(frames[:, 3:4])[:, 0]
+    for start in (1, 2, 3):                           # frame 3 at each place of a 3-frame window
+        assert torch.equal(model.tokenizer.encode(frames[:, start:start + 3])[:, 3 - start], alone)
+    spacetime = random_world_model(**SMALL)          # tinyworlds' tokenizer: the place in the window matters
+    late = spacetime.tokenizer.encoder(frames[:, :4])[:, 3]
+    first = spacetime.tokenizer.encoder(frames[:, 3:4])[:, 0]
+    assert not torch.allclose(late, first)
 
 
 @pytest.mark.parametrize("mode", ["compat", "fast"])
@@ -227,3 +256,21 @@ def test_compiled_step_is_one_graph_and_gives_the_same_frames(mode):
     world = World(model, device="cpu", mode=mode, backend="compile", steps=3,
                   compile_options={"backend": "aot_eager", "fullgraph": True})
     torch.testing.assert_close(world.reset(context).rollout(ids), want, atol=1e-5, rtol=1e-5)
+
+
+def test_min_confidence_leaves_unsure_tokens_for_later_steps():
+    # 4 positions: two sure (p ~ 0.99), two unsure (p ~ 0.5); the schedule would unmask all four at once
+    sure, unsure = torch.tensor([8.0, 0.0, 0.0]), torch.tensor([0.1, 0.0, -5.0])
+    logits = torch.stack([sure, unsure, sure * 0.9, unsure * 0.5])[None]              # [1, 4, 3]
+    masked = torch.ones(1, 4, dtype=torch.bool)
+    _, plain = choose_tokens(logits, masked, 4, 1)
+    _, gated = choose_tokens(logits, masked, 4, 1, min_confidence=0.9)
+    assert plain.tolist() == [[True] * 4] and gated.tolist() == [[True, False, True, False]]
+    _, first = choose_tokens(logits[:, [1, 3]], masked[:, :2], 2, 1, min_confidence=0.9)
+    assert first.tolist() == [[True, False]]           # none sure enough: the surest one alone
+    model = random_world_model(**SMALL)
+    with pytest.raises(WmfastError, match="min_confidence"):
+        World(model, mode="compat", min_confidence=0.5)
+    with pytest.raises(WmfastError, match="min_confidence"):
+        World(model, mode="fast", min_confidence=1.5)
+    assert World(model, mode="fast").min_confidence > 0 and World(model, mode="compat").min_confidence == 0

@@ -15,10 +15,11 @@ def clips(batch, count, seed):
     return torch.randint(0, 256, (batch, count, 16, 16, 3), dtype=torch.uint8, generator=g)
 
 
-@pytest.mark.parametrize("mode,stream,context", [("fast", True, 3), ("fast", True, 1), ("fast", False, 3),
-                                                 ("compat", False, 3)])
-def test_rows_regrouped_match_solo_rollouts(mode, stream, context):
-    model = random_world_model(**SIZES, seed=3)
+@pytest.mark.parametrize("mode,stream,context,temporal", [("fast", True, 3, True), ("fast", True, 1, True),
+                                                          ("fast", False, 3, True), ("fast", False, 3, False),
+                                                          ("fast", True, 3, False), ("compat", False, 3, True)])
+def test_rows_regrouped_match_solo_rollouts(mode, stream, context, temporal):
+    model = random_world_model(**SIZES, seed=3, temporal_tokenizer=temporal)
     world = World(model, device="cpu", mode=mode, steps=3, stream=stream)
     starts, actions = clips(3, context, seed=1), torch.tensor([[0, 1, 2, 3, 1, 0], [3, 3, 1, 0, 2, 2], [1, 2, 0, 0, 3, 1]])
     # Reference: each player alone in its own World (batch 1).
@@ -47,7 +48,7 @@ def test_rows_regrouped_match_solo_rollouts(mode, stream, context):
 
 def test_rows_are_independent_copies():
     model = random_world_model(**SIZES, seed=0)
-    world = World(model, device="cpu", mode="fast", steps=2)
+    world = World(model, device="cpu", mode="fast", steps=2, stream=True)
     rows = world.reset(clips(2, 3, seed=0)).take_rows()
     before = [k.clone() for k, _ in rows[0].state["dyn"][2]]
     world.put_rows([rows[1]])

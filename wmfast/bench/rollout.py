@@ -1,16 +1,19 @@
 """`wmfast bench rollout`: the World engine against the reference rollout loop.
 
 SPEED (randomly initialised models; speed does not depend on the weights) at tinyworlds' default
-shape and a small one, batch 1 and 32: ms per generated frame and frames/s for
+shape and a small one, batch 1 and 32, and on the trained run itself (its own tokenizer kind) at
+batch 1 and 8: ms per generated frame and frames/s for
   - reference: wmfast.rollout.reference_rollout (tinyworlds' loop, batched), 10 MaskGIT steps;
   - compat:    World(mode="compat"), 10 steps; its frames must equal the reference's exactly;
-  - fast:      World(mode="fast") with token context and streaming caches, 10/8/4/2/1 steps, and
-               token context alone (stream=False) at 10 steps.
+  - fast:      World(mode="fast") (token context, the window at the trained positions) at 10/8/4/2/1
+               steps, and with streaming caches (stream=True) at 4 steps.
 Every setting rolls out the same frames from the same context and actions in this process.
 
 QUALITY (a trained run, held-out episodes of an embedded game), per setting: next-frame PSNR/MSE
 teacher-forced and autoregressive (8 steps), token agreement with compat on the autoregressive
-rollout, and Genie's controllability gap at t = 4 (PSNR with inferred minus random actions).
+rollout, Genie's controllability gap at t = 4 (PSNR with inferred minus random actions), and the
+long-play row beside it: the share of frames where the World still matches the real game replaying
+its actions (wmfast.eval.long_play, random held actions) and each game's first wrong frame.
 """
 import os
 import time
@@ -27,28 +30,31 @@ REF_STEPS = 10
 # name -> World kwargs
 SETTINGS = {
     "compat": dict(mode="compat", steps=10),
-    "fast-tokens-10": dict(mode="fast", steps=10, stream=False),
     "fast-10": dict(mode="fast", steps=10),
     "fast-8": dict(mode="fast", steps=8),
     "fast-4": dict(mode="fast", steps=4),
     "fast-2": dict(mode="fast", steps=2),
     "fast-1": dict(mode="fast", steps=1),
+    "fast-stream-4": dict(mode="fast", steps=4, stream=True),
 }
 APPROXIMATIONS = {
     "compat": "none (exact reference step, context cached within a frame)",
-    "fast-tokens-10": "token context (generated tokens and given actions kept; no re-encoding)",
-    "fast-10": "token context + streaming caches (each frame through each model once)",
+    "fast-10": "token context (given actions kept; generated tokens kept with a frame-wise tokenizer)",
+    "fast-stream-4": "token context + streaming caches (positions past the training window) + 4 steps",
 }
+LONG_PLAY = dict(games=4, steps=200)        # the long-play row of each quality setting (quick: 2 x 60)
 
 
-def speed_rows(shape: str, batch: int, frames: int, reps: int = 5) -> list:
+def speed_rows(shape: str, batch: int, frames: int, reps: int = 5, model=None) -> list:
     """One row per setting: ms per frame (median of `reps` rollouts of `frames` frames, timed
     round-robin over the settings, with min/max/spread) and frames/s, plus the compat check. The
-    untimed first rollout of each setting is its warm-up and gives the frames compared."""
-    sizes = SHAPES[shape]
-    model = random_world_model(**sizes, seed=0)
+    untimed first rollout of each setting is its warm-up and gives the frames compared. `model`:
+    time that model (a trained run, rows labelled `shape`) instead of a random one of SHAPES[shape]."""
+    if model is None:
+        sizes = SHAPES[shape]
+        model = random_world_model(**sizes, seed=0)
     g = torch.Generator().manual_seed(0)
-    S, C = sizes["frame_size"], sizes["context_length"]
+    S, C = model.frame_size, model.dynamics.config.context_length
     context = torch.rand(batch, C, 3, S, S, generator=g) * 2 - 1
     ids = torch.randint(0, model.lam.num_actions, (batch, frames), generator=g)
     base = {"shape": shape, "batch": batch, "frames": frames}
@@ -73,10 +79,12 @@ def speed_rows(shape: str, batch: int, frames: int, reps: int = 5) -> list:
     return rows
 
 
-def quality_rows(run, data=None, episodes: int = 8, horizon: int = 8, seed: int = 0) -> list:
-    """Quality of each setting on held-out clips of `data` (default: the embedded default game)."""
+def quality_rows(run, data=None, episodes: int = 8, horizon: int = 8, seed: int = 0, long_play_size=LONG_PLAY) -> list:
+    """Quality of each setting on held-out clips of `data` (default: the embedded default game), and its
+    long-play row when the run has an action map and was trained on an embedded game."""
     import wmfast
     from wmfast.data import DEFAULT_GAME, load_dataset
+    from wmfast.eval.long_play import long_play, run_game
     from wmfast.evaluate import evaluate_world_model, held_out_clips
 
     model = wmfast.load(run)
@@ -84,6 +92,11 @@ def quality_rows(run, data=None, episodes: int = 8, horizon: int = 8, seed: int 
     frames, actions = held_out_clips(load_dataset(data or f"game:{DEFAULT_GAME}"), C + horizon, episodes, model.frame_size,
                                      seed=seed)
     rows, videos, compat_tokens = [], {}, None
+    try:
+        game, render_size = run_game(run)
+        has_map = os.path.isfile(os.path.join(run, "action_map.json"))
+    except WmfastError:
+        game, has_map = None, False
     for name, kwargs in SETTINGS.items():
         world = World(model, device="cpu", **kwargs)
         recorded = {}
@@ -114,6 +127,11 @@ def quality_rows(run, data=None, episodes: int = 8, horizon: int = 8, seed: int 
             "dtpsnr_t4": m["controllability_gap"], "psnr_copy_last": m["psnr_copy_last_frame"],
             "seconds": time.perf_counter() - t0,
         })
+        if game and has_map:
+            lp = long_play(World(model, device="cpu", actions="game", **kwargs), game, actions="random", seed=seed + 1,
+                           render_size=render_size, **long_play_size)
+            rows[-1].update(long_play_correct=lp["share"]["correct"], long_play_first_wrong=lp["first_wrong"],
+                            long_play_frames=lp["steps"], long_play_games=lp["games"])
         videos[name] = torch.cat([m["_context"][0], m["_rollout"][0]])            # [C+H, 3, S, S]
     videos["truth"] = torch.cat([m["_context"][0], m["_truth"][0]])
     return rows, videos
@@ -140,15 +158,22 @@ def bench_rollout(json_path=None, run=None, data=None, quick: bool = False, thre
                     [("small", 1, 3), ("small", 32, 2), ("tinyworlds", 1, 2), ("tinyworlds", 32, 1)])
     from tqdm import tqdm
 
-    for shape, batch, frames in tqdm(plan, desc="bench rollout (speed)", unit="config"):
-        report["speed"] += speed_rows(shape, batch, frames, reps=reps or (3 if quick else 5))
-        write_json(report, json_path)
-    print_table(report["speed"], ["shape", "batch", "setting", "steps", "ms_per_frame", "frames_per_s", "speedup",
-                                  "identical_to_reference"])
     if quality and run is None:
         from wmfast.train import pretrained_run
 
         run = pretrained_run()
+    trained = None
+    if run is not None and os.path.isdir(run):   # the trained run's own shape and tokenizer kind
+        import wmfast
+
+        trained = wmfast.load(run)
+        plan = list(plan) + [("run", 1, 3 if not quick else 2), ("run", 8, 2 if not quick else 1)]
+    for shape, batch, frames in tqdm(plan, desc="bench rollout (speed)", unit="config"):
+        report["speed"] += speed_rows(shape, batch, frames, reps=reps or (3 if quick else 5),
+                                      model=trained if shape == "run" else None)
+        write_json(report, json_path)
+    print_table(report["speed"], ["shape", "batch", "setting", "steps", "ms_per_frame", "frames_per_s", "speedup",
+                                  "identical_to_reference"])
     if not quality or run is None:
         report["quality"] = "skipped: no trained run (pass --run DIR)" if quality else "skipped (quality=False)"
         print(report["quality"])
@@ -156,13 +181,21 @@ def bench_rollout(json_path=None, run=None, data=None, quick: bool = False, thre
         if not os.path.isdir(run):
             raise WmfastError(f"no such run directory: {run}")
         report["quality_run"] = os.path.basename(os.path.normpath(run))
-        report["quality"], videos = quality_rows(run, data, episodes=4 if quick else 8)
+        report["quality"], videos = quality_rows(run, data, episodes=4 if quick else 8,
+                                                 long_play_size=dict(games=2, steps=60) if quick else LONG_PLAY)
         if json_path:
             gif = os.path.splitext(json_path)[0] + "_rollouts.gif"
             report["quality_gif"] = write_rollout_gif(videos, gif)
             print(f"rollouts (truth | {' | '.join(SETTINGS)}): {gif}")
         print_table(report["quality"], ["setting", "psnr_tf", "psnr_ar", "psnr_ar_step8", "token_agree_step1",
-                                        "token_agree_ar", "dtpsnr_t4", "psnr_copy_last"])
+                                        "token_agree_ar", "dtpsnr_t4", "psnr_copy_last", "long_play_correct"])
+        held = {r["setting"]: r for r in report["quality"] if "long_play_correct" in r}
+        if held:   # each speed figure of the trained run beside how long that setting holds
+            for r in report["speed"]:
+                if r["shape"] == "run" and r["setting"] in held:
+                    r["long_play_correct"] = held[r["setting"]]["long_play_correct"]
+            print_table([r for r in report["speed"] if r["shape"] == "run"],
+                        ["shape", "batch", "setting", "steps", "ms_per_frame", "speedup", "long_play_correct"])
     report["load_average_after"] = os.getloadavg()
     write_json(report, json_path)
     return report

@@ -226,11 +226,26 @@ class Maze(Game):
 
     def render(self, size: int = 64) -> np.ndarray:
         img = self._board(size).copy()
-        cell = 1.0 / self.GRID
-        for r, c in np.argwhere(self.coins):
-            fill_disc(img, (c + 0.5) * cell, (r + 0.5) * cell, 0.25 * cell, self.COIN)
-        r, c = self.agent
-        fill_rect(img, (c + 0.12) * cell, (r + 0.12) * cell, (c + 0.88) * cell, (r + 0.88) * cell, self.AGENT)
+        self.draw_items(img, self.coins, [self.agent])
+        return img
+
+    @classmethod
+    def draw_items(cls, img: np.ndarray, coins: np.ndarray, agents) -> None:
+        """Draw coins (bool [GRID, GRID]) and agents ((row, col) cells) onto a board image."""
+        cell = 1.0 / cls.GRID
+        for r, c in np.argwhere(coins):
+            fill_disc(img, (c + 0.5) * cell, (r + 0.5) * cell, 0.25 * cell, cls.COIN)
+        for r, c in agents:
+            fill_rect(img, (c + 0.12) * cell, (r + 0.12) * cell, (c + 0.88) * cell, (r + 0.88) * cell, cls.AGENT)
+
+    @classmethod
+    def draw_board(cls, size: int, walls: np.ndarray) -> np.ndarray:
+        """Floor and walls (bool [GRID, GRID]) as a [size, size, 3] uint8 image."""
+        img = np.empty((size, size, 3), np.uint8)
+        img[:] = cls.FLOOR
+        cell = 1.0 / cls.GRID
+        for r, c in np.argwhere(walls):
+            fill_rect(img, c * cell, r * cell, (c + 1) * cell, (r + 1) * cell, cls.WALL)
         return img
 
     def _board(self, size: int) -> np.ndarray:
@@ -239,12 +254,7 @@ class Maze(Game):
             self._boards = (self.walls, {})
         boards = self._boards[1]
         if size not in boards:
-            img = np.empty((size, size, 3), np.uint8)
-            img[:] = self.FLOOR
-            cell = 1.0 / self.GRID
-            for r, c in np.argwhere(self.walls):
-                fill_rect(img, c * cell, r * cell, (c + 1) * cell, (r + 1) * cell, self.WALL)
-            boards[size] = img
+            boards[size] = self.draw_board(size, self.walls)
         return boards[size]
 
     def policy(self) -> int:

@@ -44,10 +44,12 @@ class DynamicsConfig(SpaceTimeConfig):
     # The action also sets that bias (per head and offset; implies spatial_position_bias): a head can
     # attend where the action says the moved object comes from, a learned, action-chosen warp.
     action_position_bias: bool = False
-    # Share of training clips turned into a pause: from a random frame on, the clip repeats that
-    # frame. Game footage rarely shows a whole context window without motion, and without such clips
-    # a held NOOP makes the model drop the agent once the context is still. The LAM codes the pause
-    # from the frames (no true action is used). 0: tinyworlds.
+    # Share of training clips with a pause: from a random frame on, the clip repeats that frame for a
+    # random number of frames (possibly to the end), then goes on. Game footage rarely shows a still
+    # context window, or a move out of one: without such clips a held NOOP makes the model drop the
+    # agent once the context is still, and the first move after a stop loses it (1 in 10 moves after
+    # a still window on maze). The LAM codes the pause from the frames (no true action is used).
+    # 0: tinyworlds.
     pause_clip_prob: float = 0.0
 
     def __post_init__(self):
@@ -81,14 +83,19 @@ def sampling_noise(shape, device, generator=None):
     return torch.empty(shape, device=device).exponential_(generator=generator)
 
 
-def choose_tokens(logits, masked, target, min_per_step: int, temperature=0.0, noise=None):
+def choose_tokens(logits, masked, target, min_per_step: int, temperature=0.0, noise=None, min_confidence=None):
     """The MaskGIT selection rule (tinyworlds'), batched with static shapes and no host syncs.
 
     logits [B, N, K], masked [B, N] bool, target: cumulative unmask target (int or 0-d int64) ->
     (tokens [B, N], chosen [B, N] bool). Every masked position gets a token (argmax, or with noise
     [B, N, K] a sample at `temperature`) and a confidence (its max probability); each item unmasks
     its n most confident masked positions, n = min_per_step at least, up to the target. An item with
-    nothing masked chooses nothing, so running every step is the same as stopping early."""
+    nothing masked chooses nothing, so running every step is the same as stopping early.
+
+    min_confidence (float or 0-d tensor, None: off): of those, only positions at least this confident
+    are unmasked, and always the most confident one. Tokens chosen in one step are drawn independently,
+    so two uncertain ones (where the agent went, where it was) can disagree: a moved agent doubled or
+    gone. Left masked, the uncertain ones are decided in later steps, each seeing what was decided."""
     B, N, _ = logits.shape
     logits = logits.float()
     probs = F.softmax(logits / temperature if noise is not None else logits, dim=-1)             # [B, N, K]
@@ -102,7 +109,10 @@ def choose_tokens(logits, masked, target, min_per_step: int, temperature=0.0, no
     earlier = torch.ones(N, N, dtype=torch.bool, device=logits.device).tril(-1)                  # [i, j]: j < i
     ahead = (conf[:, None, :] > conf[:, :, None]) | ((conf[:, None, :] == conf[:, :, None]) & earlier)
     rank = ahead.sum(dim=-1)                                                                     # [B, N]
-    return tokens, masked & (rank < n[:, None])
+    chosen = masked & (rank < n[:, None])
+    if min_confidence is not None:
+        chosen = chosen & ((confidence >= min_confidence) | (rank == 0))
+    return tokens, chosen
 
 
 class DynamicsModel(nn.Module):
@@ -178,22 +188,26 @@ class DynamicsModel(nn.Module):
         return logits, loss, {"masked_accuracy": acc.detach(), "mask_ratio": ratio.detach()}
 
     @staticmethod
-    def pause_clips(frames, pause_from):
-        """frames [B, T, ...], pause_from [B] int: frames t >= pause_from[b] become frame pause_from[b] - 1
-        (pause_from >= T leaves a clip as it is)."""
+    def pause_clips(frames, pause_from, pause_len=None):
+        """frames [B, T, ...], pause_from [B] int, pause_len [B] int: a pause of pause_len[b] frames that repeat
+        frame pause_from[b] - 1, after which the clip goes on from frame pause_from[b] (pause_len None: the pause
+        lasts to the end; pause_from >= T leaves a clip as it is)."""
         T = frames.shape[1]
         t = torch.arange(T, device=frames.device)[None, :]
-        src = torch.where(t >= pause_from[:, None], pause_from[:, None] - 1, t)                   # [B, T]
+        start = pause_from[:, None]
+        length = torch.full_like(start, T) if pause_len is None else pause_len[:, None]
+        src = torch.where(t < start, t, torch.where(t < start + length, start - 1, t - length))   # [B, T]
         return frames[torch.arange(frames.shape[0], device=frames.device)[:, None], src]
 
     # -- MaskGIT inference ------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, lat_ctx, actions, horizon: int = 1, steps: int = 8, temperature: float = 0.0,
-                 schedule_k: float = 5.0, latents_fn=None, generator=None):
+                 schedule_k: float = 5.0, latents_fn=None, generator=None, min_confidence: float = None):
         """lat_ctx [B, Tc, P, L], actions [B, Tc+H-1, A] -> [B, Tc+H, P, L].
 
         Batched, with tinyworlds' per-item unmasking rule and no per-item Python loops.
-        latents_fn maps token indices to latents (default: this model's FSQ)."""
+        latents_fn maps token indices to latents (default: this model's FSQ). min_confidence: see
+        choose_tokens; tokens still masked after `steps` steps get extra steps until none is left."""
         dt = dtype_of(self)
         check_number(steps, "steps", lo=1, integer=True)
         check_number(horizon, "horizon", lo=1, integer=True)
@@ -213,18 +227,23 @@ class DynamicsModel(nn.Module):
         for target in unmask_targets(N, steps, schedule_k):
             if not bool(masked.any()):
                 break
-            x, masked = self._unmask_step(x, actions, masked, target, min_per_step, temperature, latents_fn, generator)
+            x, masked = self._unmask_step(x, actions, masked, target, min_per_step, temperature, latents_fn, generator,
+                                          min_confidence)
+        while min_confidence is not None and bool(masked.any()):
+            x, masked = self._unmask_step(x, actions, masked, N, min_per_step, temperature, latents_fn, generator,
+                                          min_confidence)
         if bool(masked.any()):
             tokens = self.logits(x, actions)[:, Tc:].flatten(1, 2).argmax(-1)                     # [B, H*P]
             x = self._write(x, tokens, masked, latents_fn)
         return x
 
-    def _unmask_step(self, x, actions, masked, target, min_per_step, temperature, latents_fn, generator):
+    def _unmask_step(self, x, actions, masked, target, min_per_step, temperature, latents_fn, generator,
+                     min_confidence=None):
         B, T, P, L = x.shape
         N = masked.shape[1]
         logits = self.logits(x, actions)[:, T - N // P:].flatten(1, 2)                             # [B, N, K]
         noise = sampling_noise(logits.shape, x.device, generator) if temperature > 0 else None
-        tokens, chosen = choose_tokens(logits, masked, target, min_per_step, temperature, noise)
+        tokens, chosen = choose_tokens(logits, masked, target, min_per_step, temperature, noise, min_confidence)
         return self._write(x, tokens, chosen, latents_fn), masked & ~chosen
 
     @staticmethod
@@ -263,11 +282,11 @@ class DynamicsModel(nn.Module):
         return (self.output_mlp(x) if head else None), (stack_kv(kvs, lat.shape[0]) if kv else None)
 
     def maskgit_step(self, x, masked, tokens, target, act, cache_k, cache_v, valid, pe, latents_fn,
-                     noise=None, temperature=1.0):
+                     noise=None, temperature=1.0, min_confidence=None):
         """One MaskGIT step on the new frame only: x [B, 1, P, L] (mask token where still masked),
         masked [B, P] bool, tokens [B, P] int64, target 0-d int64, act [B, 1, A] -> (x, masked, tokens)."""
         P = self.config.num_patches
         logits, _ = self.extend(x, act, cache_k, cache_v, valid, pe, kv=False)                    # [B, 1, P, K]
-        new, chosen = choose_tokens(logits[:, 0], masked, target, max(P // 16, 1), temperature, noise)
+        new, chosen = choose_tokens(logits[:, 0], masked, target, max(P // 16, 1), temperature, noise, min_confidence)
         x = torch.where(chosen[:, None, :, None], latents_fn(new[:, None]).to(x.dtype), x)
         return x, masked & ~chosen, torch.where(chosen, new, tokens)

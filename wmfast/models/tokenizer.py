@@ -22,6 +22,11 @@ class TokenizerConfig(SpaceTimeConfig):
     num_bins: int = 4
     quantizer: str = "fsq"          # "fsq" (tinyworlds) or "vq" (learned codebook)
     codebook_size: int = 0          # K for "vq"; FSQ's K is num_bins ** latent_dim
+    # False: no attention across frames, so a frame's tokens and its decoded pixels depend on that
+    # frame alone. A World can then keep its generated tokens as context (they are the tokens the
+    # frame would be encoded to anywhere in a window) and decode only the new frame. True: tinyworlds'
+    # space-time tokenizer, whose tokens for a frame change with its place in the window.
+    temporal_attention: bool = True
 
     @property
     def num_codes(self) -> int:
@@ -32,7 +37,8 @@ class TokenizerEncoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         self.patch_embed = PatchEmbedding(cfg.frame_size, cfg.patch_size, cfg.embed_dim)
-        self.transformer = STTransformer(cfg.embed_dim, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks)
+        self.transformer = STTransformer(cfg.embed_dim, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks,
+                                         temporal=cfg.temporal_attention)
         self.latent_head = nn.Sequential(nn.LayerNorm(cfg.embed_dim), nn.Linear(cfg.embed_dim, cfg.latent_dim))
 
     def forward(self, frames):
@@ -47,7 +53,8 @@ class TokenizerDecoder(nn.Module):
         grid = cfg.frame_size // cfg.patch_size
         self.latent_embed = nn.Linear(cfg.latent_dim, cfg.embed_dim)
         self.register_buffer("pos", spatial_pe(grid, grid, cfg.embed_dim), persistent=False)  # [1, P, E]
-        self.transformer = STTransformer(cfg.embed_dim, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks)
+        self.transformer = STTransformer(cfg.embed_dim, cfg.num_heads, cfg.hidden_dim, cfg.num_blocks,
+                                         temporal=cfg.temporal_attention)
         self.frame_head = PixelHead(cfg.frame_size, cfg.patch_size, cfg.embed_dim)
 
     def forward(self, latents):

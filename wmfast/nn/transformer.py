@@ -195,34 +195,50 @@ class SwiGLU(nn.Module):
 
 
 class STBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, hidden_dim: int, cond_dim=None):
+    """Spatial attention, temporal attention (temporal=False: none, each frame on its own), SwiGLU."""
+
+    def __init__(self, dim: int, num_heads: int, hidden_dim: int, cond_dim=None, temporal: bool = True):
         super().__init__()
         self.spatial_attn = Attention(dim, num_heads, "space", cond_dim)
-        self.temporal_attn = Attention(dim, num_heads, "time", cond_dim)
+        if temporal:
+            self.temporal_attn = Attention(dim, num_heads, "time", cond_dim)
         self.ffn = SwiGLU(dim, hidden_dim, cond_dim)
+
+    @property
+    def temporal(self) -> bool:
+        return hasattr(self, "temporal_attn")
 
     def forward(self, x, cond=None):
         x = self.spatial_attn(x, cond)
-        x = self.temporal_attn(x, cond)
+        if self.temporal:
+            x = self.temporal_attn(x, cond)
         return self.ffn(x, cond)
 
     def forward_cached(self, x, cond=None, past=None, past_valid=None):
-        """New frames x [B, Tn, P, E] against cached temporal K/V -> (x, (k, v) of the new frames)."""
+        """New frames x [B, Tn, P, E] against cached temporal K/V -> (x, (k, v) of the new frames; None
+        without temporal attention)."""
         x = self.spatial_attn(x, cond)
-        x, kv = self.temporal_attn.forward_cached(x, cond, past, past_valid)
+        kv = None
+        if self.temporal:
+            x, kv = self.temporal_attn.forward_cached(x, cond, past, past_valid)
         return self.ffn(x, cond), kv
 
 
 class STTransformer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, hidden_dim: int, num_blocks: int, cond_dim=None):
+    """Blocks of space-time attention. temporal=False: no attention across frames and no temporal
+    position encoding, so each frame's output depends on that frame alone (wherever it sits in a clip)."""
+
+    def __init__(self, dim: int, num_heads: int, hidden_dim: int, num_blocks: int, cond_dim=None,
+                 temporal: bool = True):
         super().__init__()
-        self.dim = dim
-        self.blocks = nn.ModuleList(STBlock(dim, num_heads, hidden_dim, cond_dim) for _ in range(num_blocks))
+        self.dim, self.temporal = dim, temporal
+        self.blocks = nn.ModuleList(STBlock(dim, num_heads, hidden_dim, cond_dim, temporal) for _ in range(num_blocks))
 
     def forward(self, x, cond=None):
         # x [B, T, P, E]; cond [B, T-1 or T, C] or None
         T = x.shape[1]
-        x = x + temporal_pe(T, self.dim).to(x)[None, :, None, :]
+        if self.temporal:
+            x = x + temporal_pe(T, self.dim).to(x)[None, :, None, :]
         for block in self.blocks:
             x = block(x, cond)
         return x
@@ -234,6 +250,8 @@ class STTransformer(nn.Module):
         cond: FiLM conditioning for the new frames ([B, Tn, C], or [B, Tn-1, C] when they start at
         frame 0); past: one (k, v) [B*P, H, Tc, Dh] per block, or None; past_valid [Tc] bool or None.
         Returns (x [B, Tn, P, E], one (k, v) [B*P, H, Tn, Dh] per block for the new frames)."""
+        if not self.temporal:
+            raise WmfastError("forward_cached needs temporal attention (this transformer treats each frame alone)")
         x = x + pe.to(x)[None, :, None, :]
         kvs = []
         for i, block in enumerate(self.blocks):

@@ -11,7 +11,8 @@ allocated once by new_cache and written in place; pe: rows of the temporal PE [T
     new_cache(which: "dynamics" | "decoder", batch, slots) -> KVCache
     dynamics_prefill(lat [B, T, P, L], act [B, T-1, A], cache, pe [T, E])  (context keys/values -> cache)
     maskgit_step(x [B, 1, P, L], masked [B, P], tokens [B, P], target, act [B, 1, A], cache, pe [1, E],
-                 noise=None, temperature=1.0) -> (x, masked, tokens)     (DynamicsModel.maskgit_step)
+                 min_confidence [] f32, noise=None, temperature=1.0) -> (x, masked, tokens)
+                 (DynamicsModel.maskgit_step; min_confidence 0 unmasks by the schedule alone)
     dynamics_commit(lat [B, 1, P, L], act [B, 1, A], cache, pe [1, E])   (append the frame's keys/values)
     decoder_prefill(lat [B, T, P, L], cache, pe)
     decoder_extend(lat [B, 1, P, L], cache, pe) -> frames [B, 1, 3, H, W]  (and append its keys/values)
@@ -90,22 +91,24 @@ class TorchBackend:
     def dynamics_prefill(self, lat, act, cache, pe):
         self.dyn.prefill(lat, act, cache, pe)
 
-    def maskgit_step(self, x, masked, tokens, target, act, cache, pe, noise=None, temperature: float = 1.0):
+    def maskgit_step(self, x, masked, tokens, target, act, cache, pe, min_confidence, noise=None,
+                     temperature: float = 1.0):
+        args = (x, masked, tokens, target, act, cache.k, cache.v, cache.valid, pe, min_confidence, noise, temperature)
         if not self._cuda_graphs:
-            return self._step(x, masked, tokens, target, act, cache.k, cache.v, cache.valid, pe, noise, temperature)
+            return self._step(*args)
         # A CUDA graph replay overwrites its previous outputs, which the next step reads as inputs.
         torch.compiler.cudagraph_mark_step_begin()
-        out = self._step(x, masked, tokens, target, act, cache.k, cache.v, cache.valid, pe, noise, temperature)
-        return tuple(t.clone() for t in out)
+        return tuple(t.clone() for t in self._step(*args))
 
-    def _maskgit_step(self, x, masked, tokens, target, act, cache_k, cache_v, valid, pe, noise, temperature):
+    def _maskgit_step(self, x, masked, tokens, target, act, cache_k, cache_v, valid, pe, min_confidence, noise,
+                      temperature):
         if self.record:
             logits, _ = self.dyn.extend(x, act, cache_k, cache_v, valid, pe, kv=False)
             top2 = logits[:, 0].float().topk(2, dim=-1).values                              # [B, P, 2]
             gap = top2[..., 0] - top2[..., 1]
             self.min_gap = gap if self.min_gap is None else torch.minimum(self.min_gap, gap)
         return self.dyn.maskgit_step(x, masked, tokens, target, act, cache_k, cache_v, valid, pe,
-                                     self.tok.quantizer.latents, noise, temperature)
+                                     self.tok.quantizer.latents, noise, temperature, min_confidence)
 
     def dynamics_commit(self, lat, act, cache, pe):
         cache.write(*self.dyn.extend(lat, act, cache.k, cache.v, cache.valid, pe, head=False)[1])

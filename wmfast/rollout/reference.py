@@ -49,3 +49,46 @@ def reference_rollout(model, context, action_ids, steps: int = 8, temperature: f
         frames.append(nxt)
         window = torch.cat([window, nxt[:, None]], 1)[:, -C:]
     return torch.stack(frames, 1)
+
+
+@torch.no_grad()
+def reference_token_rollout(model, context, action_ids, steps: int = 8, schedule_k: float = 5.0,
+                            context_length: int = None, min_confidence: float = None):
+    """The plain loop that defines World(mode="fast") at temperature 0 (window context), the oracle of
+    its tests: the last C frames are kept as token latents with the actions given for them (the LAM
+    infers only the context's own actions, once), MaskGIT generates each frame from that window at
+    positions 0..C, and the new frame is decoded. A space-time tokenizer's tokens depend on a frame's
+    place in the window, so for it the window is re-encoded from the decoded pixels every frame; a
+    frame-wise tokenizer keeps the generated tokens and decodes the new frame alone. min_confidence:
+    DynamicsModel.generate's rule (the World's fast default when None).
+    context [B, T0, 3, H, W], action_ids [B, N] int -> generated frames [B, N, 3, H, W]."""
+    model.require("tokenizer", "actions", "dynamics")
+    check_frames(context, model.frame_size, name="context")
+    check_indices(action_ids, "action ids", model.lam.num_actions, ndim=2)
+    tok, lam, dyn = model.tokenizer, model.lam, model.dynamics
+    C = context_length or dyn.config.context_length
+    window = context[:, -C:].float()                                       # [B, Tw, 3, H, W]
+    lat = tok.latents(tok.encode(window, check=False), check=False)        # [B, Tw, P, L]
+    acts = lam.quantizer.quantize(lam.encoder(window)) if window.shape[1] > 1 else \
+        window.new_zeros(window.shape[0], 0, dyn.config.conditioning_dim)  # [B, Tw-1, A]
+    given = model.lam.latents(action_ids.to(context.device))               # [B, N, A]
+    frame_wise = not tok.config.temporal_attention
+    if min_confidence is None:
+        from wmfast.rollout.world import FAST_MIN_CONFIDENCE
+
+        min_confidence = FAST_MIN_CONFIDENCE
+    frames = []
+    for i in range(action_ids.shape[1]):
+        acts = torch.cat([acts, given[:, i:i + 1]], 1)                     # [B, Tw, A]
+        out = dyn.generate(lat, acts, horizon=1, steps=steps, schedule_k=schedule_k,
+                           latents_fn=tok.quantizer.latents, min_confidence=min_confidence or None)   # [B, Tw+1, P, L]
+        frame = tok.decode(out[:, -1:] if frame_wise else out, check=False)[:, -1]
+        frames.append(frame)
+        keep = min(out.shape[1], C)
+        acts = acts[:, acts.shape[1] + 1 - keep:]
+        if frame_wise:
+            lat = out[:, -keep:]
+        else:
+            window = torch.cat([window, frame[:, None]], 1)[:, -keep:]
+            lat = tok.latents(tok.encode(window, check=False), check=False)
+    return torch.stack(frames, 1)

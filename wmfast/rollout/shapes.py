@@ -18,13 +18,16 @@ SHAPES = {
 
 
 def random_world_model(frame_size=32, patch_size=4, embed_dim=64, num_heads=4, hidden_dim=128, num_blocks=2,
-                       latent_dim=3, num_bins=4, n_actions=8, context_length=4, seed: int = 0) -> WorldModel:
-    """A randomly initialised WorldModel (eval mode, CPU) with consistent stage configs."""
+                       latent_dim=3, num_bins=4, n_actions=8, context_length=4, seed: int = 0,
+                       temporal_tokenizer: bool = True) -> WorldModel:
+    """A randomly initialised WorldModel (eval mode, CPU) with consistent stage configs
+    (temporal_tokenizer=False: a frame-wise tokenizer, TokenizerConfig.temporal_attention=False)."""
     torch.manual_seed(seed)
     body = dict(frame_size=frame_size, patch_size=patch_size, embed_dim=embed_dim, num_heads=num_heads,
                 hidden_dim=hidden_dim, num_blocks=num_blocks)
     lam = LatentActionModel(LatentActionConfig(n_actions=n_actions, **body))
-    tok = VideoTokenizer(TokenizerConfig(latent_dim=latent_dim, num_bins=num_bins, **body))
+    tok = VideoTokenizer(TokenizerConfig(latent_dim=latent_dim, num_bins=num_bins,
+                                         temporal_attention=temporal_tokenizer, **body))
     dyn = DynamicsModel(DynamicsConfig(latent_dim=latent_dim, num_bins=num_bins, context_length=context_length,
                                        conditioning_dim=lam.config.action_dim, **body))
     return WorldModel(tok.eval(), lam.eval(), dyn.eval())

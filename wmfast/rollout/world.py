@@ -18,14 +18,22 @@ tinyworlds does. It is faster because
     steps the context frames' activations never change. They run once per frame (prefill into a
     cache allocated once) and each MaskGIT step runs only the new frame's P tokens against them.
 
-mode="fast" adds named approximations (`wmfast bench rollout` measures the quality cost of each):
-  - "token context": the context stays in token space: generated tokens are kept instead of
-    re-encoding the decoded pixels, and the actions given are kept instead of re-inferring them;
-  - "streaming caches" (stream=True, the default for fast): the dynamics and the tokenizer decoder
-    keep the keys/values of the last C frames in a ring; each frame runs through each model once,
-    at the temporal position it was generated at (the reference re-encodes the window as it
-    slides, because the temporal PE is absolute);
-  - fewer MaskGIT steps (steps=1, 2, 4, 8 instead of 10).
+mode="fast" keeps the context in token space and runs fewer MaskGIT steps (`wmfast eval --long-play`
+measures how long each setting stays true to the game, `wmfast bench rollout` its speed):
+  - "token context": the actions given are kept instead of re-inferring them with the LAM; with a
+    frame-wise tokenizer (TokenizerConfig.temporal_attention=False) the generated tokens are kept as
+    well and only the new frame is decoded, since a frame's tokens do not depend on its place in a
+    window. A space-time tokenizer encodes a frame differently at each place, and generated tokens
+    kept as context drift off what the dynamics was trained on within a few frames (maze: the agent
+    is lost by frame 4-19), so for such runs the window is re-encoded from pixels as in compat;
+  - "window" (the default): the last C frames run through the dynamics every frame at temporal
+    positions 0..C-1, the positions it was trained on, so play holds past the training window;
+  - "streaming caches" (stream=True): the dynamics and a space-time decoder keep the keys/values of
+    the last C frames in a ring and run each frame once, at the position it was generated at. With
+    the absolute temporal PE this puts every frame past the first C at a position the model never
+    saw, and the shipped maze World loses its agent within 2-4 frames: kept for measurement only;
+  - fewer MaskGIT steps (steps=1, 2, 4, 8 instead of 10), each committing only tokens the model is
+    sure of (min_confidence, FAST_MIN_CONFIDENCE by default) and taking extra steps for the others.
 """
 import numpy as np
 import torch
@@ -39,6 +47,10 @@ from wmfast.rollout.backends import make_backend
 from wmfast.validate import check_number, check_finite, check_frames, check_indices, check_tensor, FLOATS, INTS
 
 MODES = ("compat", "fast")
+# Fast mode's MaskGIT commits per step only tokens this sure (and always the surest one); the rest get
+# extra steps. With one shared step, two unsure tokens of a moved maze agent were decided apart and the
+# agent doubled (1 of 8 policy games at frame 26); at 0.9 none did, for about 10% more time per frame.
+FAST_MIN_CONFIDENCE = 0.9
 ACTION_SPACES = ("latent", "game")
 
 
@@ -54,9 +66,9 @@ class World:
     or an object implementing the rollout backend protocol."""
 
     def __init__(self, model, device="auto", backend="eager", mode: str = "compat", steps: int = 10,
-                 temperature: float = 0.0, schedule_k: float = 5.0, seed: int = None, stream: bool = None,
+                 temperature: float = 0.0, schedule_k: float = 5.0, seed: int = None, stream: bool = False,
                  context_length: int = None, compile_options: dict = None, actions: str = "latent",
-                 auto_export: bool = False):
+                 auto_export: bool = False, min_confidence: float = None):
         model.require("tokenizer", "actions", "dynamics")
         if actions not in ACTION_SPACES:
             raise WmfastError(f"actions must be one of {ACTION_SPACES}, got {actions!r}")
@@ -66,11 +78,17 @@ class World:
             raise WmfastError(f"steps must be an integer >= 1, got {steps!r}")
         check_number(temperature, "temperature", lo=0)
         check_number(schedule_k, "schedule_k", lo=0, lo_open=True)
+        if min_confidence is None:
+            min_confidence = FAST_MIN_CONFIDENCE if mode == "fast" else 0.0
+        check_number(min_confidence, "min_confidence", lo=0)
+        if min_confidence > 1 or (min_confidence and mode == "compat"):
+            raise WmfastError(f"min_confidence must be in [0, 1] (and 0 in compat mode, the reference's rule), "
+                              f"got {min_confidence!r}")
         if stream and mode != "fast":
             raise WmfastError(f"stream=True needs mode='fast' (mode={mode!r})")
         self.device = resolve_device(device)
         self.mode, self.steps, self.temperature, self.schedule_k, self.seed = mode, steps, float(temperature), schedule_k, seed
-        self.stream = mode == "fast" if stream is None else bool(stream)
+        self.stream = bool(stream)
         self.backend_name = backend if isinstance(backend, str) else type(backend).__name__
         self.model = model
         if backend == "onnx":   # a missing or stale RUN/onnx is an error unless auto_export=True
@@ -83,6 +101,8 @@ class World:
             raise WmfastError(f"context_length must be >= 1, got {self.C}")
         self.P, self.L, self.A, self.K = dcfg.num_patches, dcfg.latent_dim, dcfg.conditioning_dim, dcfg.codebook_size
         self.frame_size = model.frame_size
+        # A frame-wise tokenizer's tokens of a frame are the same anywhere in a window (see the module doc).
+        self.frame_wise = not model.tokenizer.config.temporal_attention
         self.num_latent_actions = model.lam.num_actions
         # actions="game": step() takes the game's own action ids, mapped through RUN/action_map.json.
         self.action_map = None
@@ -101,6 +121,11 @@ class World:
         # Cumulative unmask targets as 0-d tensors: one compiled / exported step serves every step.
         self._targets = [torch.tensor(t, dtype=torch.int64, device=self.device)
                          for t in unmask_targets(self.P, steps, schedule_k)]
+        # MaskGIT unmasks only tokens this confident (and the most confident one) per step; the rest
+        # wait for extra steps (models.dynamics.choose_tokens). 0: the schedule alone (compat's rule).
+        self.min_confidence = float(min_confidence)
+        self._min_confidence = torch.tensor(self.min_confidence, dtype=torch.float32, device=self.device)
+        self._all = torch.tensor(self.P, dtype=torch.int64, device=self.device)
         self._pe_dyn = temporal_pe(self.C + 1, dcfg.embed_dim).to(self.device)                # [C+1, E]
         self._pe_dec = temporal_pe(self.C + 1, model.tokenizer.config.embed_dim).to(self.device)
         self._caches = {}           # (which, batch) -> KVCache, allocated once
@@ -142,12 +167,16 @@ class World:
         if self.stream:
             Tc = frames.shape[1]
             dyn = be.new_cache("dynamics", self.batch_size, self.C)
-            dec = be.new_cache("decoder", self.batch_size, self.C)
             be.dynamics_prefill(lat, act, dyn, self._pe_dyn[:Tc])
-            be.decoder_prefill(lat, dec, self._pe_dec[:Tc])
-            self._state = {"dyn": dyn, "dec": dec}
+            self._state = {"dyn": dyn}
+            if not self.frame_wise:
+                dec = be.new_cache("decoder", self.batch_size, self.C)
+                be.decoder_prefill(lat, dec, self._pe_dec[:Tc])
+                self._state["dec"] = dec
         else:
             self._state = {"lat": lat, "act": act}
+            if not self.frame_wise:
+                self._state["window"] = frames
         return self._keep_frame(frames[:, -1])
 
     def _keep_frame(self, frame) -> "World":
@@ -245,19 +274,25 @@ class World:
     def _step_fast(self, a):
         be = self.backend
         if self.stream:
-            dyn, dec = self._state["dyn"], self._state["dec"]
+            dyn = self._state["dyn"]
             pos = dyn.frames                                                                # new frame's position
             pe = self._pe_dyn[pos:pos + 1]
             new_lat = self._maskgit(a, dyn, pe)                                             # [B, 1, P, L]
             be.dynamics_commit(new_lat, a[:, None], dyn, pe)       # the finished frame's keys/values, final tokens
-            return be.decoder_extend(new_lat, dec, self._pe_dec[pos:pos + 1])[:, 0]
+            if self.frame_wise:
+                return be.decode(new_lat)[:, 0]
+            return be.decoder_extend(new_lat, self._state["dec"], self._pe_dec[pos:pos + 1])[:, 0]
         lat, act = self._state["lat"], self._state["act"]                                   # [B, Tw, P, L], [B, Tw-1, A]
-        new_lat = self._generate(lat, act, a)
-        lat = torch.cat([lat, new_lat], 1)                                                  # [B, Tw+1, P, L]
-        frame = be.decode(lat)[:, -1]
-        keep = min(lat.shape[1], self.C)
-        act = torch.cat([act, a[:, None]], 1)
-        self._state = {"lat": lat[:, -keep:], "act": act[:, act.shape[1] - (keep - 1):]}
+        new_lat = self._generate(lat, act, a)                                               # [B, 1, P, L]
+        keep = min(lat.shape[1] + 1, self.C)
+        act = torch.cat([act, a[:, None]], 1)[:, lat.shape[1] + 1 - keep:]                  # [B, keep-1, A]
+        if self.frame_wise:
+            frame = be.decode(new_lat)[:, 0]
+            self._state = {"lat": torch.cat([lat, new_lat], 1)[:, -keep:], "act": act}
+            return frame
+        frame = be.decode(torch.cat([lat, new_lat], 1))[:, -1]                               # [B, 3, H, W]
+        window = torch.cat([self._state["window"], frame[:, None]], 1)[:, -keep:]
+        self._state = {"lat": be.latents(be.encode(window)), "act": act, "window": window}
         return frame
 
     def _cache(self, which: str, batch: int) -> KVCache:
@@ -281,12 +316,18 @@ class World:
         masked = torch.ones(B, self.P, dtype=torch.bool, device=self.device)                # [B, P]
         tokens = torch.zeros(B, self.P, dtype=torch.int64, device=self.device)
         act = a[:, None]                                                                    # [B, 1, A]
-        for target in self._targets:
+        targets = iter(self._targets)
+        for step in range(self.P + len(self._targets)):
+            target = next(targets, None)
+            if target is None:     # extra steps for tokens not confident enough yet (min_confidence > 0)
+                if not self.min_confidence or not bool(masked.any()):
+                    break
+                target = self._all
             noise = None
             if self.temperature > 0:
                 noise = sampling_noise((B, self.P, self.K), self.device, self._generator)
-            x, masked, tokens = self.backend.maskgit_step(x, masked, tokens, target, act, cache, pe, noise,
-                                                          self.temperature or 1.0)
+            x, masked, tokens = self.backend.maskgit_step(x, masked, tokens, target, act, cache, pe,
+                                                          self._min_confidence, noise, self.temperature or 1.0)
         self.tokens = tokens
         return x
 

@@ -1,8 +1,9 @@
 """The recorded recipe that trains the demo's world model, and where the shipped one lives.
 
 `wmfast demo --train` runs exactly this. The model under wmfast/assets/pretrained/ was made by
-`wmfast demo --train --out <dir>` and copied there; its recipe.json records the recipe of that day
-(dynamics 1,000 steps, and its LAM config.json has no first_pair_weight: both came later, for pong)."""
+`wmfast demo --train --out <dir>` with this recipe and copied there (without train_state.pt); its
+action map was then refit by `wmfast eval --run <dir>` once the map's fitting balanced its
+(game action, frame changed) groups, which `demo --train` now does itself."""
 import os
 from dataclasses import replace
 

@@ -121,7 +121,7 @@ class StageStep:
             m["true_actions"] = true_actions
             return loss, m
         if noise is not None and len(noise) > 4:                               # pause_clip_prob > 0
-            frames, noise = model.pause_clips(frames, noise[4]), noise[:4]
+            frames, noise = model.pause_clips(frames, noise[4], noise[5]), noise[:4]
         with torch.no_grad():
             idx = self.tokenizer.encode(frames, check=False)                    # [B, T, P]
             lat = self.tokenizer.latents(idx, check=False)                      # [B, T, P, L]
@@ -242,12 +242,13 @@ def _maskgit_noise(model, seed: int, step: int, clip_ids, T: int, P: int, device
     """MaskGIT randomness for this process's clips: the batch's mask ratio from a stream keyed by
     (seed, step), each clip's uniforms [T, P], kept frames [1, P] and clip draw from one keyed by
     (seed, step, clip) -- the same masks for a clip whatever the number of processes.
-    -> ((ratio [], uniforms [b, T, P], keep_frame [b, 1, P], clip_u [b][, pause_from [b]]), number of masked
-    tokens); pause_from (first repeated frame, T for none) only with pause_clip_prob > 0."""
+    -> ((ratio [], uniforms [b, T, P], keep_frame [b, 1, P], clip_u [b][, pause_from [b], pause_len [b]]),
+    number of masked tokens); pause_from (first repeated frame, T for none) and pause_len (1 .. T - pause_from)
+    only with pause_clip_prob > 0."""
     from wmfast.data.clips import keyed_rng
 
     ratio = np.float32(0.5) + np.float32(0.5) * keyed_rng(seed, step).random(dtype=np.float32)
-    uniforms, keep, clip_u, pause = [], [], [], []
+    uniforms, keep, clip_u, pause, pause_len = [], [], [], [], []
     pause_prob = model.config.pause_clip_prob
     for clip in clip_ids.tolist():
         g = keyed_rng(seed, step, clip)
@@ -255,12 +256,14 @@ def _maskgit_noise(model, seed: int, step: int, clip_ids, T: int, P: int, device
         keep.append(g.integers(0, T, size=(1, P)))
         clip_u.append(g.random(dtype=np.float32))
         if pause_prob > 0:   # drawn last: the draws above stay the same with or without pauses
-            pause.append(int(g.integers(1, T)) if g.random() < pause_prob else T)
+            start = int(g.integers(1, T)) if g.random() < pause_prob else T
+            pause.append(start)
+            pause_len.append(int(g.integers(1, T - start + 1)) if start < T else 0)
     noise = (torch.tensor(ratio, device=device), torch.from_numpy(np.stack(uniforms)).to(device),
              torch.from_numpy(np.stack(keep)).to(device), torch.tensor(clip_u, device=device))
     masked = int(model.training_mask(*noise).sum())
     if pause:
-        noise = noise + (torch.tensor(pause, device=device),)
+        noise = noise + (torch.tensor(pause, device=device), torch.tensor(pause_len, device=device))
     return noise, masked
 
 

@@ -1,0 +1,1 @@
+"""Evaluators: they read a run and write only where asked."""
