@@ -13,7 +13,7 @@ PACKAGES = [
     "wmfast", "wmfast.ops", "wmfast.nn", "wmfast.models", "wmfast.data", "wmfast.train",
     "wmfast.rollout", "wmfast.compat", "wmfast.bench", "wmfast.kernels", "wmfast.export",
     "wmfast.viz", "wmfast.policy", "wmfast.lapa",
-    "wmfast.serve",
+    "wmfast.serve", "wmfast.cli", "wmfast.eval",
 ]
 # kernels/ and export/ live at the top level of the repo but install inside wmfast:
 # PyPI already has packages called `kernels` and `export`.

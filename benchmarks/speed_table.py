@@ -75,15 +75,19 @@ def export_rows(report, source) -> list:
 def rollout_rows(report, source) -> list:
     rows = []
     for r in report.get("speed", []):
-        if r["setting"] not in ("compat", "fast-2", "fast-1"):
+        if r["setting"] not in ("compat", "fast-4", "fast-2", "fast-1"):
             continue
-        ref = next(x for x in report["speed"] if x["setting"] == "reference" and x["shape"] == r["shape"]
-                   and x["batch"] == r["batch"])
-        extra = f"; identical frames: {r['identical_to_reference']}" if "identical_to_reference" in r else ""
+        same = [x for x in report["speed"] if x["shape"] == r["shape"] and x["batch"] == r["batch"]]
+        ref = next(x for x in same if x["setting"] == "reference")
+        compat = next(x for x in same if x["setting"] == "compat")
+        extra = f"; identical frames: {r['identical_to_reference']}" if "identical_to_reference" in r else \
+            f"; {compat['ms_per_frame'] / r['ms_per_frame']:.1f}x compat"
+        if "long_play_correct" in r:
+            extra += f"; long play right {r['long_play_correct']:.1%}"
         spread = f", spread {r['spread']:.0%}" if "spread" in r else ""
         rows.append((f"`bench rollout` {r['setting']}, {r['shape']} shape, batch {r['batch']}",
                      f"reference loop ({ref['ms_per_frame']:.0f} ms/frame)",
-                     f"{r['speedup']:.1f}x{spread}{extra}", source))
+                     f"{r['speedup']:.1f}x ({r['ms_per_frame']:.1f} ms/frame{spread}){extra}", source))
     return rows
 
 

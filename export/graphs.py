@@ -85,11 +85,10 @@ class ActionEncoderGraph(nn.Module):
 
     def __init__(self, lam):
         super().__init__()
-        self.encoder, self.quantizer = lam.encoder, lam.quantizer
+        self.lam = lam
 
     def forward(self, frames):
-        z = self.encoder(frames)                                   # [B, T-1, A]
-        return self.quantizer.quantize(z), z
+        return self.lam.encode(frames, check=False, return_z=True)
 
 
 class DynamicsGraph(nn.Module):
@@ -225,7 +224,7 @@ def graph_specs(configs: dict) -> dict:
         specs["action_encoder"] = GraphSpec(
             "action_encoder", "actions", (TensorSpec("frames", f32, ("batch", "frames", 3, S, S)),),
             (TensorSpec("actions", f32, ("batch", "frames - 1", A)),
-             TensorSpec("z", f32, ("batch", "frames - 1", lam.vq_code_dim if lam.quantizer == "vq" else A))),
+             TensorSpec("z", f32, ("batch", "frames - 1", lam.code_dim))),
             "frames -> quantized action latents between consecutive frames (and the encoder output)")
         specs["action_latents"] = GraphSpec(
             "action_latents", "actions", (TensorSpec("action_ids", i64, ("batch",)),),

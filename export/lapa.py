@@ -162,31 +162,3 @@ def print_lapa_report(report: dict):
           f"(need {100 * report['min_code_agreement']:.0f}%), decoder max |diff| {report['decoder_max_abs_diff']:.2e} "
           f"(atol {report['decoder_atol']:.0e}), batch {report['batch']}")
 
-
-# -- `wmfast export` / `wmfast parity` hooks ------------------------------------------------------
-
-def cli_export_hook(a):
-    """For a run with a lapa/ folder: export + check the LAPA graphs and print a line each.
-    Returns an exit code when the run holds only a LAPA model (nothing else to export), else None."""
-    if not has_lapa(a.run):
-        return None
-    manifest = export_lapa(a.run, a.out, opset=a.opset, batch=a.batch, check=not a.no_parity)
-    for name, g in manifest["graphs"].items():
-        print(f"{name}: {g['nodes']} nodes, {g['bytes'] / 1e6:.2f} MB, exported in {g['export_s']:.1f} s")
-    rc = 0
-    if "parity" in manifest:
-        print_lapa_report(manifest["parity"])
-        rc = 0 if manifest["parity"]["passed"] else 1
-    return rc if not has_world_model(a.run) else (None if rc == 0 else rc)
-
-
-def cli_parity_hook(a):
-    """For an ONNX folder with a LAPA export: check it. Returns an exit code when the folder holds
-    only the LAPA graphs, else None (the world-model graphs are checked next)."""
-    onnx_dir = a.onnx or os.path.join(a.run, "onnx")
-    if not os.path.isfile(os.path.join(onnx_dir, MANIFEST)):
-        return None
-    report = check_lapa_parity(a.run, onnx_dir)
-    print_lapa_report(report)
-    rc = 0 if report["passed"] else 1
-    return rc if not os.path.isfile(os.path.join(onnx_dir, "manifest.json")) else (None if rc == 0 else rc)

@@ -72,7 +72,7 @@ def parity_inputs(model, batch: int, frames: int, generator) -> dict:
         lat = lat.clone()
         lat[:, -1] = torch.where(masked[..., None], dyn.mask_token.detach().reshape(1, 1, -1), lat[:, -1])
         if lam is not None:
-            act = lam.quantizer.quantize(lam.encoder(video))
+            act = lam.encode(video, check=False)
         else:
             act = torch.rand(batch, frames - 1, cfg.conditioning_dim, generator=generator) * 2 - 1
         out["dynamics"] = (lat, act)

@@ -86,21 +86,3 @@ def print_policy_parity(report: dict) -> None:
         print(f"policy batch {r['batch']}: max |onnx - eager| = {r['max_abs_diff']:.2e} (atol {report['atol']:.0e})")
     print("parity passed" if report["passed"] else "parity FAILED")
 
-
-def cli_export_policy(a) -> int:
-    info = export_policy(a.policy, a.out, opset=a.opset, check=not a.no_parity)
-    print(f"{info['file']}: {info['bytes'] / 1e6:.2f} MB, exported in {info['export_s']:.1f} s")
-    from wmfast.export.parity import parity_exit_code
-
-    return parity_exit_code(info, print_policy_parity)
-
-
-def cli_parity_hook(a):
-    """`wmfast parity --run POLICY_RUN`: the policy's parity check; None for other runs."""
-    if not is_policy_run(a.run):
-        return None
-    report = policy_parity(a.run, a.onnx)
-    print_policy_parity(report)
-    if getattr(a, "json", None):
-        save_json(report, a.json)
-    return 0 if report["passed"] else 1

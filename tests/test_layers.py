@@ -3,6 +3,10 @@
     cli -> apps (demo, bench, serve, viz, eval, compare, lapa, policy) -> engine (rollout, export,
     train, loader) -> models -> nn -> ops -> base (errors, config, validate, device, data, ...)
 
+The CLI is the package wmfast/cli/ (one module per command group, listed in its GROUPS) and the
+`python -m` entry points; nothing imports it, and only it uses argparse (library functions take
+plain arguments, never a Namespace).
+
 Every `import` of a wmfast module in wmfast/, export/ and kernels/ (module level and inside
 functions alike: a lazy import is still a dependency) must go to the same layer or a lower one,
 and the modules must not import each other in a cycle. Read from the source with ast, so the test
@@ -91,17 +95,22 @@ def imports(name: str, path: str, known: set, at_import: bool = False) -> list:
 
 
 def command_modules() -> set:
-    """Modules that register CLI commands (wmfast.cli.COMMAND_MODULES): they belong to the CLI layer."""
-    with open(os.path.join(ROOT, "wmfast", "cli.py")) as f:
+    """The CLI's command-group modules: wmfast.cli.GROUP for every GROUP in wmfast/cli/__init__.py's
+    GROUPS (plus `bench`, which it adds itself), each a file of the package."""
+    cli = os.path.join(ROOT, "wmfast", "cli")
+    with open(os.path.join(cli, "__init__.py")) as f:
         tree = ast.parse(f.read())
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "COMMAND_MODULES" for t in node.targets):
-            return set(ast.literal_eval(node.value))
-    raise AssertionError("wmfast/cli.py has no COMMAND_MODULES list")
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "GROUPS" for t in node.targets):
+            groups = set(ast.literal_eval(node.value)) | {"bench"}
+            missing = sorted(g for g in groups if not os.path.isfile(os.path.join(cli, f"{g}.py")))
+            assert not missing, f"wmfast/cli/__init__.py lists command groups without a module: {missing}"
+            return {f"wmfast.cli.{g}" for g in groups}
+    raise AssertionError("wmfast/cli/__init__.py has no GROUPS tuple")
 
 
 def layer(module: str, commands: set) -> int:
-    if module in commands or module.endswith((".cli", ".__main__")):
+    if module in commands or module.endswith(".__main__"):
         return CLI
     prefixes = [p for p in LAYERS if module == p or module.startswith(p + ".")]
     assert prefixes, f"{module} has no layer: add it to LAYERS in tests/test_layers.py"
@@ -201,7 +210,43 @@ def test_the_checks_catch_an_upward_import_and_a_cycle():
     bad = upward(fake, commands)
     assert len(bad) == 2 and "wmfast.models.dynamics:1 (models) imports wmfast.train.trainer (engine)" in bad
     assert cycles(fake) == [["wmfast.export.runtime", "wmfast.rollout.world"]]
-    assert layer("wmfast.bench.train", commands) == CLI   # registers commands: CLI layer
+    # the CLI package is the top layer: a library module (an app even) importing it is reported
+    assert layer("wmfast.cli.train", commands) == layer("wmfast.cli.common", commands) == CLI
+    assert layer("wmfast.bench.train", commands) == APPS and layer("wmfast.serve.app", commands) == APPS
+    assert upward([("wmfast.bench.train", "wmfast.cli.common", 6)], commands) == [
+        "wmfast.bench.train:6 (apps) imports wmfast.cli.common (cli)"]
+
+
+def test_every_command_group_is_a_module_of_the_cli_package():
+    commands = command_modules()
+    assert {"wmfast.cli.train", "wmfast.cli.serve", "wmfast.cli.bench", "wmfast.cli.export"} <= commands
+    assert commands <= set(modules())
+    for name in commands:    # each group registers its commands with add_commands(sub)
+        with open(modules()[name]) as f:
+            tree = ast.parse(f.read())
+        assert any(isinstance(n, ast.FunctionDef) and n.name == "add_commands" for n in tree.body), name
+
+
+def test_nothing_but_the_entry_points_imports_the_cli():
+    bad = [f"{src}:{line} imports {dst}" for src, dst, line in edges()
+           if dst.startswith("wmfast.cli") and not (src.startswith("wmfast.cli") or src.endswith(".__main__"))]
+    assert not bad, "the CLI is the top layer; nothing imports it:\n" + "\n".join(bad)
+
+
+def test_only_the_cli_uses_argparse():
+    """Library functions take plain arguments: no module outside wmfast/cli/ imports argparse (an
+    argparse Namespace reaching the library would need it)."""
+    bad = []
+    for name, path in sorted(modules().items()):
+        if name.startswith("wmfast.cli"):
+            continue
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and any(a.name == "argparse" for a in node.names) \
+                    or isinstance(node, ast.ImportFrom) and node.module == "argparse":
+                bad.append(f"{name}:{node.lineno}")
+    assert not bad, "argparse outside wmfast/cli/:\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize("module,expected", [("wmfast.nn.collectives", NN), ("wmfast.nn.capture_flag", NN),

@@ -58,8 +58,11 @@ class FrameActionMap(nn.Module):
         return self.head(h) + self.prior(game_actions)                              # [B, K]
 
 
+FRAME_MAP_STEPS = 1500    # optimizer steps of the frame-conditioned map's fit (wmfast eval --map-steps)
+
+
 def fit_frame_action_map(frames, game_actions, codes, num_game_actions: int, num_latents: int,
-                         steps: int = 1500, batch_size: int = 64, lr: float = 5e-3, seed: int = 0,
+                         steps: int = FRAME_MAP_STEPS, batch_size: int = 64, lr: float = 5e-3, seed: int = 0,
                          progress: bool = False, changed=None) -> FrameActionMap:
     """Cross-entropy fit of p(code | frame, game action) on transitions: frames [N, 3, S, S] (the frame
     each action was taken in), game_actions [N], codes [N] (the LAM's code of that transition).

@@ -15,30 +15,40 @@ import json
 import os
 import shutil
 import time
+import warnings
 
 import numpy as np
 import torch
 
 from wmfast.errors import WmfastError
-from wmfast.train.presets import CONV_LAM, DYNAMICS
+from wmfast.train.presets import CONV_LAM, DYNAMICS, DYNAMICS_TRAINING
 
 # name -> LatentActionConfig overrides
 # Explicit settings, whatever the preset's own LAM (the small/tiny presets train the conv LAM).
 LEGACY = {"architecture": "transformer", "quantizer": "fsq", "onehot_actions": False}
 VARIANTS = {"legacy": LEGACY, "windowed": {**LEGACY, "use_windowed_attention": True}, "conv": CONV_LAM}
 # name -> DynamicsConfig overrides, every option explicit (the small/tiny presets set the recipe's).
-FILM_ONLY = {"future_mask_prob": 0.0, "spatial_window": 0, "spatial_position_bias": False,
-             "action_position_bias": False, "changed_token_weight": 1.0, "pause_clip_prob": 0.0}
+FILM_ONLY = {"spatial_window": 0, "action_position_bias": False}
 DYNAMICS_VARIANTS = {
     "film": FILM_ONLY,                                                       # tinyworlds: the action by FiLM only
-    "film-future": {**FILM_ONLY, "future_mask_prob": 1.0},
-    "window-bias": {**FILM_ONLY, "future_mask_prob": 1.0, "spatial_window": 1, "spatial_position_bias": True},
-    "action-bias-global": {**FILM_ONLY, "future_mask_prob": 1.0, "action_position_bias": True},
-    "action-bias": {**FILM_ONLY, "future_mask_prob": 1.0, "spatial_window": 1, "action_position_bias": True},
-    "action-bias-weighted": {**FILM_ONLY, "future_mask_prob": 1.0, "spatial_window": 1, "action_position_bias": True,
-                             "changed_token_weight": 2.0},
+    "film-future": FILM_ONLY,
+    "action-bias-global": {**FILM_ONLY, "action_position_bias": True},
+    "action-bias": {**FILM_ONLY, "spatial_window": 1, "action_position_bias": True},
     "recipe": {**FILM_ONLY, **DYNAMICS},                                     # the presets' (tiny, small)
 }
+# name -> how its training clips are drawn (DynamicsTrainConfig fields, every one explicit).
+TINYWORLDS_CLIPS = {"future_mask_prob": 0.0, "pause_clip_prob": 0.0}
+DYNAMICS_VARIANT_TRAINING = {
+    "film": TINYWORLDS_CLIPS,
+    "film-future": {**TINYWORLDS_CLIPS, "future_mask_prob": 1.0},
+    "action-bias-global": {**TINYWORLDS_CLIPS, "future_mask_prob": 1.0},
+    "action-bias": {**TINYWORLDS_CLIPS, "future_mask_prob": 1.0},
+    "recipe": {**TINYWORLDS_CLIPS, **DYNAMICS_TRAINING},
+}
+# Variants that lost here, removed with the option each tried (docs/controllable-dynamics/): asked for
+# (an older command line or script), they are skipped with a warning.
+REMOVED_DYNAMICS_VARIANTS = {"window-bias": "a static offset bias in a 1-patch window (spatial_position_bias)",
+                             "action-bias-weighted": "changed tokens weighted x2 (changed_token_weight)"}
 EVAL_CLIPS = 16
 ROLLOUT_STEPS = 4        # frames generated past the context in the evaluation
 MASKGIT_STEPS = 8
@@ -60,8 +70,10 @@ def available_variants(names) -> dict:
 
 def compare_lam(data=None, steps: int = 300, out: str = "compare-lam", preset: str = "tiny", batch_size: int = 8,
                 seeds=(0,), variants=("legacy", "windowed", "conv"), device: str = "auto", eval_clips: int = EVAL_CLIPS,
-                horizon: int = ROLLOUT_STEPS, maskgit_steps: int = MASKGIT_STEPS, progress: bool = True) -> dict:
-    """Train and evaluate every variant for every seed; returns the report (also out/report.json)."""
+                horizon: int = ROLLOUT_STEPS, maskgit_steps: int = MASKGIT_STEPS, progress: bool = True,
+                map_steps: int = None) -> dict:
+    """Train and evaluate every variant for every seed; returns the report (also out/report.json).
+    map_steps: optimizer steps of each run's frame-conditioned action map fit (default the evaluator's)."""
     from wmfast.data import DEFAULT_GAME, load_dataset
     from wmfast.evaluate import evaluate_run
     from wmfast.train import PRESETS, TrainConfig, train_stage
@@ -100,7 +112,7 @@ def compare_lam(data=None, steps: int = 300, out: str = "compare-lam", preset: s
             seconds = time.perf_counter() - t0
             report = evaluate_run(run, ds, episodes=eval_clips, horizon=horizon, steps=maskgit_steps, seed=seed,
                                   out=os.path.join(run, "eval"), json_path=os.path.join(run, "eval", "metrics.json"),
-                                  progress=progress)
+                                  progress=progress, map_steps=map_steps)
             results[name][seed] = {"lam_train": lam, "dynamics_train": dyn, "seconds": seconds,
                                    "tokenizer_seconds": tokenizer_seconds, "eval": _numbers(report)}
     report = {"data": str(data), "steps": steps, "preset": preset, "batch_size": batch_size, "seeds": seeds,
@@ -123,10 +135,15 @@ def compare_dynamics(run: str, data=None, steps: int = 1000, out: str = "compare
     Reported per variant and seed: ΔtPSNR, PSNR teacher-forced / autoregressive (inferred and game
     actions) / copy-last-frame, and the smallest per-step margin of game-action rollouts over copying."""
     from wmfast.evaluate import evaluate_run
-    from wmfast.train import TrainConfig, train_stage
+    from wmfast.train import train_stage
     from wmfast.train.recipes import DEMO_RECIPE
+    from wmfast.train.trainer import DynamicsTrainConfig
 
     lr = lr or DEMO_RECIPE["dynamics"][0]["lr"]
+    for name in [v for v in variants if v in REMOVED_DYNAMICS_VARIANTS]:
+        warnings.warn(f"compare dynamics: skipping variant {name!r}: {REMOVED_DYNAMICS_VARIANTS[name]} lost "
+                      f"(docs/controllable-dynamics/) and was removed", stacklevel=2)
+    variants = [v for v in variants if v not in REMOVED_DYNAMICS_VARIANTS]
     unknown = [v for v in variants if v not in DYNAMICS_VARIANTS]
     if unknown or not variants:
         raise WmfastError(f"compare dynamics: unknown variant(s) {unknown} (choose from {list(DYNAMICS_VARIANTS)})")
@@ -140,8 +157,9 @@ def compare_dynamics(run: str, data=None, steps: int = 1000, out: str = "compare
             shutil.rmtree(work, ignore_errors=True)
             for stage in ("tokenizer", "actions"):
                 shutil.copytree(os.path.join(run, stage), os.path.join(work, stage))
-            train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, preset=preset, progress=progress,
-                                warmup_steps=min(50, max(1, steps // 10)), save_every=10 ** 9, device=device)
+            train = DynamicsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, preset=preset,
+                                        progress=progress, warmup_steps=min(50, max(1, steps // 10)),
+                                        save_every=10 ** 9, device=device, **DYNAMICS_VARIANT_TRAINING[name])
             t0 = time.perf_counter()
             train_stage("dynamics", work, data, train=train, model=dict(DYNAMICS_VARIANTS[name]))
             seconds = time.perf_counter() - t0
@@ -154,7 +172,8 @@ def compare_dynamics(run: str, data=None, steps: int = 1000, out: str = "compare
                          "psnr_random_actions": r["psnr_random_actions"], "psnr_copy_last_frame": r["psnr_copy_last_frame"],
                          "min_margin_over_copy": float(margin.min()), "margin_per_step": margin.round(2).tolist()})
     report = {"run": str(run), "data": str(data), "steps": steps, "preset": preset, "batch_size": batch_size, "lr": lr,
-              "seeds": [int(s) for s in seeds], "variants": {v: DYNAMICS_VARIANTS[v] for v in variants},
+              "seeds": [int(s) for s in seeds],
+              "variants": {v: {**DYNAMICS_VARIANTS[v], **DYNAMICS_VARIANT_TRAINING[v]} for v in variants},
               "eval_clips": eval_clips, "horizon": horizon, "machine": _machine(), "rows": rows}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "report.json"), "w") as f:

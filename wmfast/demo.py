@@ -50,7 +50,9 @@ def check_demo_inputs(data, scale, episodes, horizon, steps, seed):
 def run_demo(out_dir: str = "demo", data: str = None, train: bool = False, scale: float = 1.0,
              episodes: int = 8, horizon: int = 8, steps: int = 8, seed: int = 0, progress: bool = True) -> dict:
     """Load (or train) the demo world model and score it with THE evaluator (wmfast.evaluate): writes
-    rollout.gif, controls.png/.gif, psnr.png, confusion.png and metrics.json into out_dir."""
+    rollout.gif, controls.png/.gif, psnr.png, confusion.png and metrics.json into out_dir. scale (< 1)
+    shortens the training and the action map's fit alike."""
+    from wmfast.action_map import FRAME_MAP_STEPS
     from wmfast.evaluate import evaluate_run, format_table, write_json
     from wmfast.train import pretrained_run
 
@@ -70,8 +72,10 @@ def run_demo(out_dir: str = "demo", data: str = None, train: bool = False, scale
         training = train_world_model(run, data, scale, progress)
     # The shipped model lives inside the package: its action map is measured here but not written there.
     shipped = training is None
+    # --scale shortens the frame-conditioned action map's fit as it does the recipe's training
+    map_steps = max(1, int(round(FRAME_MAP_STEPS * min(1.0, scale))))
     report = evaluate_run(run, data, episodes=episodes, horizon=horizon, steps=steps, seed=seed, out=out_dir,
-                          write_map=not shipped, progress=progress)
+                          write_map=not shipped, progress=progress, map_steps=map_steps)
     report["wall_seconds"] = time.perf_counter() - t_start
     if training:
         report["training"] = training

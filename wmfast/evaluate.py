@@ -166,13 +166,11 @@ def infer_codes(lam, frames, window: int = 4):
         spans.append((b, s))
         s = b + w - 1
     windows = torch.cat([frames[:, b:b + w] for b, _ in spans])        # [len(spans) * N, w, 3, S, S]
-    z = torch.cat([lam.encoder(windows[i:i + ENCODE_BATCH].float())
-                   for i in range(0, windows.shape[0], ENCODE_BATCH)])  # [len(spans) * N, w-1, A]
-    z = z.view(len(spans), N, w - 1, -1)
-    parts = [z[i, :, s - b:] for i, (b, s) in enumerate(spans)]
-    z = torch.cat(parts, dim=1)                                         # [N, T-1, A]
-    codes = lam.indices(lam.quantizer.quantize(z))
-    return codes, z
+    q, z = zip(*(lam.encode(windows[i:i + ENCODE_BATCH].float(), check=False, return_z=True)
+                 for i in range(0, windows.shape[0], ENCODE_BATCH)))
+    q, z = (torch.cat(t).view(len(spans), N, w - 1, -1) for t in (q, z))   # [len(spans), N, w-1, A]
+    q, z = (torch.cat([t[i, :, s - b:] for i, (b, s) in enumerate(spans)], dim=1) for t in (q, z))  # [N, T-1, A]
+    return lam.indices(q), z
 
 
 def episode_codes(model, ds, episodes, window: int, progress: bool = False, keep_frames: bool = False) -> dict:
@@ -226,10 +224,11 @@ def saved_frame_map_fits(run, spec, num_game_actions: int) -> bool:
     return saved.frame_map is not None and saved.data == os.fspath(spec) and saved.num_game_actions == num_game_actions
 
 
-def fit_frame_map(model, ds, held, window, action_map, held_codes, progress=False) -> dict:
+def fit_frame_map(model, ds, held, window, action_map, held_codes, progress=False, steps: int = None) -> dict:
     """Fit action_map.frame_map (p(code | frame, game action)) on the transitions of the episodes NOT
-    held out; -> agreement with the LAM's codes on the held-out transitions, for it and for the table."""
-    from wmfast.action_map import fit_frame_action_map
+    held out, for `steps` optimizer steps (default FRAME_MAP_STEPS); -> agreement with the LAM's codes
+    on the held-out transitions, for it and for the table."""
+    from wmfast.action_map import FRAME_MAP_STEPS, fit_frame_action_map
 
     held_set = set(held)
     train_eps = [e for e in range(len(ds.episodes)) if e not in held_set]
@@ -237,13 +236,14 @@ def fit_frame_map(model, ds, held, window, action_map, held_codes, progress=Fals
         return {"frame_map": "not fitted: no training episode"}
     fit = episode_codes(model, ds, train_eps, window, progress, keep_frames=True)
     action_map.frame_map = fit_frame_action_map(fit["frames"], fit["true"], fit["codes"], action_map.num_game_actions,
-                                                action_map.num_latents, progress=progress, changed=fit["changed"])
+                                                action_map.num_latents, steps=steps or FRAME_MAP_STEPS,
+                                                progress=progress, changed=fit["changed"])
     true, codes = torch.as_tensor(held_codes["true"]), torch.as_tensor(held_codes["codes"])
     known = true >= 0
     true, codes, frames = true[known], codes[known], held_codes["frames"][known]
     pred = torch.cat([action_map.to_latent(true[i:i + ENCODE_BATCH], frames[i:i + ENCODE_BATCH])
                       for i in range(0, len(true), ENCODE_BATCH)])
-    info = {"fit_transitions": int((torch.as_tensor(fit["true"]) >= 0).sum()),
+    info = {"fit_transitions": int((torch.as_tensor(fit["true"]) >= 0).sum()), "fit_steps": steps or FRAME_MAP_STEPS,
             "held_out_agreement": float((pred == codes).float().mean()),
             "table_held_out_agreement": float((action_map.to_latent(true) == codes).float().mean())}
     action_map.frame_map_info = info
@@ -353,18 +353,23 @@ def controls_rollout(model, context, horizon: int = 8, steps: int = 8, progress:
 
 # -- the one entry point ------------------------------------------------------------------------
 def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int = 8, steps: int = 8, seed: int = 0,
-                 out: str = None, json_path: str = None, write_map: bool = True, progress: bool = True) -> dict:
+                 out: str = None, json_path: str = None, write_map: bool = True, progress: bool = True,
+                 map_steps: int = None) -> dict:
     """Evaluate a run (or a loaded WorldModel) on the held-out episodes of `data` (any dataset spec).
 
     episodes: number of held-out clips for the rollout metrics (action metrics use every held-out
     transition). out: folder for the pictures (confusion.png, psnr.png, controls.png/.gif,
     rollout.gif). json_path: the report as JSON. write_map: write action_map.json into the run.
+    map_steps: optimizer steps of the frame-conditioned action map's fit (default
+    wmfast.action_map.FRAME_MAP_STEPS).
     Returns the report (numbers, lists and file paths; `_`-keys hold tensors for callers)."""
     import wmfast
     from wmfast.data import load_dataset
 
     if episodes < 1 or horizon < 1 or steps < 1:
         raise WmfastError(f"episodes, horizon and steps must be >= 1, got {episodes}, {horizon}, {steps}")
+    if map_steps is not None and (not isinstance(map_steps, int) or isinstance(map_steps, bool) or map_steps < 1):
+        raise WmfastError(f"map_steps must be an integer >= 1, got {map_steps!r}")
     model = wmfast.load(run_or_model) if isinstance(run_or_model, (str, os.PathLike)) else run_or_model
     model.require("tokenizer", "actions", "dynamics")
     for m in model.modules():
@@ -405,7 +410,7 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
                                "action_map.json and the game-action rollout are skipped")
     map_saved = False
     if action_map is not None and write_map and run is not None:
-        report["action_map"].update(fit_frame_map(model, ds, held, window, action_map, every, progress))
+        report["action_map"].update(fit_frame_map(model, ds, held, window, action_map, every, progress, map_steps))
         try:
             report["action_map_file"] = action_map.save(run)
             map_saved = True

@@ -43,7 +43,7 @@ def test_compare_lam_cli_passes_seeds_and_variants(monkeypatch, capsys):
                  "legacy,conv", "--out", "x"]) == 0
     assert seen["seeds"] == [0, 1, 2] and seen["variants"] == ["legacy", "conv"] and seen["steps"] == 7
     assert main(["compare", "lam", "--seeds", "0,a"]) == 2
-    assert "--seeds must be comma-separated integers" in capsys.readouterr().err
+    assert "argument --seeds: must be comma-separated integers >= 0" in capsys.readouterr().err
 
 
 def test_compare_lam_two_seeds(tmp_path, tiny_game_cache):
@@ -52,7 +52,7 @@ def test_compare_lam_two_seeds(tmp_path, tiny_game_cache):
     names = ["legacy", "conv"] if HAS_CONV else ["legacy", "windowed"]
     out = tmp_path / "cmp"
     report = compare_lam(DATA, steps=2, out=str(out), batch_size=2, seeds=[0, 1], variants=names, eval_clips=2,
-                         horizon=2, maskgit_steps=2, progress=False)
+                         horizon=2, maskgit_steps=2, progress=False, map_steps=10)
     report = json.loads((out / "report.json").read_text())
     assert report["variants"] == names and report["seeds"] == [0, 1]
     for name in names:
@@ -99,3 +99,15 @@ def test_compare_dynamics_trains_each_variant_on_the_same_run_and_leaves_it_unch
         compare_dynamics(str(run), DATA, variants=["bogus"], out=str(tmp_path / "x"))
     with pytest.raises(WmfastError, match="no trained tokenizer"):
         compare_dynamics(str(tmp_path / "empty"), DATA, out=str(tmp_path / "y"))
+
+
+def test_compare_dynamics_cli_defaults_to_variants_that_exist(monkeypatch):
+    import wmfast.compare
+    from wmfast.compare import DYNAMICS_VARIANTS
+
+    seen = {}
+    monkeypatch.setattr(wmfast.compare, "compare_dynamics",
+                        lambda run, data, steps, out, **kw: seen.update(kw) or {"markdown": f"{out}/report.md"})
+    assert main(["compare", "dynamics", "--run", "r"]) == 0
+    assert seen["variants"] == ["film", "recipe", "action-bias"]
+    assert set(seen["variants"]) <= set(DYNAMICS_VARIANTS)      # none of the removed ones (no warning by default)

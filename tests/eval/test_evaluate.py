@@ -103,6 +103,11 @@ class PairLAM:
     def quantize(self, z):
         return z
 
+    def encode(self, frames, check=True, return_z=False):
+        """The LAM's inference entry point: quantized latents [B, T-1, A] (and the encoder output)."""
+        z = self.encoder(frames)
+        return (self.quantize(z), z) if return_z else self.quantize(z)
+
     def indices(self, z):
         return (torch.sign(z[..., 0]) + 1).long()
 
@@ -175,7 +180,7 @@ def test_evaluate_run_writes_map_pictures_and_consistent_numbers(tiny, tmp_path)
     run2 = str(tmp_path / "run")
     shutil.copytree(run, run2)
     r = evaluate_run(run2, data, episodes=3, horizon=3, steps=2, out=str(tmp_path / "out"),
-                     json_path=str(tmp_path / "m.json"), progress=False)
+                     json_path=str(tmp_path / "m.json"), progress=False, map_steps=20)
     ds = load_dataset(data)
     held, _ = held_out_episodes(ds, run2)
     assert held == ds.split(0.1, seed=0)[1] == r["held_out_episodes"]            # the trainer's split
@@ -184,6 +189,7 @@ def test_evaluate_run_writes_map_pictures_and_consistent_numbers(tiny, tmp_path)
     # the map on disk is the one the report describes, and its counts are the held-out transitions
     saved = ActionMap.load(run2)
     assert saved.game_to_latent == r["action_map"]["game_to_latent"]
+    assert saved.frame_map is not None and saved.frame_map_info["fit_steps"] == r["action_map"]["frame_map"]["fit_steps"] == 20
     assert saved.counts.sum() <= r["transitions"]
     assert sum(map(sum, r["confusion"])) == r["transitions"]
     true_hist = np.bincount(ds.actions[s:e - 1], minlength=3)
@@ -220,7 +226,7 @@ def test_eval_cli_writes_files_and_handles_data_without_actions(tiny, tmp_path, 
     shutil.copytree(run, run2)
     out = tmp_path / "ev"
     assert main(["eval", "--run", str(run2), "--data", data, "--episodes", "2", "--horizon", "2", "--steps", "1",
-                 "--out", str(out)]) == 0
+                 "--map-steps", "10", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "action NMI" in text and "copy last frame" in text
     for name in ("metrics.json", "psnr.png", "rollout.gif", "controls.png", "controls.gif", "confusion.png"):

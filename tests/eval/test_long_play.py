@@ -167,8 +167,7 @@ def test_eval_long_play_cli_writes_report_plot_and_gif(maze_run, tmp_path, capsy
 @pytest.mark.parametrize("argv, message", [(["--modes", "fast:0"], "bad mode"), (["--backends", "tpu"], "backends"),
                                            (["--actions", "lazy"], "actions"), (["--games", "0"], "games")])
 def test_eval_long_play_cli_one_line_errors(maze_run, argv, message, capsys):
-    with pytest.raises(SystemExit) as e:             # argparse: the option's own one-line error
-        main(["eval", "--run", str(maze_run), "--long-play", "2", *argv])
-    assert e.value.code == 2
+    # argparse: the option's own one-line error, exit code 2
+    assert main(["eval", "--run", str(maze_run), "--long-play", "2", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1

@@ -213,7 +213,7 @@ def test_bad_inputs_to_a_graph_are_clear_errors(backend):
     with pytest.raises(WmfastError, match="maskgit_step: inputs disagree on batch"):
         cache = backend.new_cache("dynamics", 2, 3)
         backend.maskgit_step(torch.zeros(1, 1, 4, 3), torch.ones(1, 4, dtype=torch.bool), torch.zeros(1, 4).long(),
-                             torch.tensor(2), torch.zeros(1, 1, 2), cache, torch.zeros(1, 16))
+                             torch.tensor(2), torch.zeros(1, 1, 2), cache, torch.zeros(1, 16), torch.tensor(0.0))
 
 
 def test_cli_parity_exits_zero_on_a_good_export(exported, capsys):
@@ -233,7 +233,7 @@ def test_static_batch_export_and_bad_arguments(tmp_path):
     with pytest.raises(WmfastError, match="token_latents: indices must have shape"):
         backend.latents(torch.zeros(3, 3, 4, dtype=torch.long))
     with pytest.raises(WmfastError, match="no 'maskgit_step' graph"):
-        backend.maskgit_step(torch.zeros(2, 1, 4, 3), None, None, None, None, KVCache(1, 2, 4, 2, 3, 8), None)
+        backend.maskgit_step(torch.zeros(2, 1, 4, 3), None, None, None, None, KVCache(1, 2, 4, 2, 3, 8), None, None)
     with pytest.raises(WmfastError, match="batch must be"):
         export_run(run, batch="big")
     with pytest.raises(WmfastError, match="has no dynamics stage"):
@@ -258,11 +258,24 @@ def test_windowed_lam_exports_through_the_pair_attention_translation(tmp_path):
     assert report["passed"], report["graphs"]
 
 
+# What a World with temperature 0 runs (OnnxBackend); a frame-wise tokenizer adds no decoder caches.
+WORLD_GRAPHS = ("tokenizer_encoder", "tokenizer_decoder", "token_latents", "action_encoder", "action_latents",
+                "dynamics_prefill", "maskgit_step", "dynamics_commit")
+
+
 def test_frame_wise_tokenizer_run_exports_without_decoder_caches_and_plays_the_eager_tokens(tmp_path):
+    from wmfast.export.graphs import graph_specs
+
     run = save_tiny_run(tmp_path / "run", tokenizer={"temporal_attention": False})
-    manifest = export_run(run, check=False, progress=False)
-    assert "tokenizer_decoder" in manifest["graphs"]
-    assert not {"decoder_prefill", "decoder_extend"} & set(manifest["graphs"])   # no temporal decoder: no cache
+    model = wmfast.load(run)
+    specs = graph_specs({"tokenizer": model.tokenizer.config, "actions": model.lam.config,
+                         "dynamics": model.dynamics.config})         # what a full export of this run writes
+    assert "tokenizer_decoder" in specs and set(WORLD_GRAPHS) <= set(specs)
+    assert not {"decoder_prefill", "decoder_extend"} & set(specs)   # no temporal decoder: no cache
+    # Only the World's graphs: the full dynamics graph and the sampled MaskGIT step are those of
+    # `exported` (the same dynamics config, checked there).
+    manifest = export_run(run, check=False, progress=False, graphs=WORLD_GRAPHS)
+    assert set(manifest["graphs"]) == set(WORLD_GRAPHS)
     assert check_parity(run, progress=False, reps=0)["passed"]
     g = torch.Generator().manual_seed(3)
     context, ids = torch.rand(2, 3, 3, 8, 8, generator=g) * 2 - 1, torch.randint(0, 4, (2, 7), generator=g)

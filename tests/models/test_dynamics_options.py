@@ -1,5 +1,7 @@
 """The dynamics model's opt-in settings: config round trips, tinyworlds untouched, each option's
-effect checked against a hand-computed reference, and cached rollouts still equal to the reference."""
+effect checked against a hand-computed reference, cached rollouts still equal to the reference, and
+older config.json files (training keys, removed variants) loading or refused in one line.
+How the training clips are drawn (future masking, pauses) is tested in tests/train/."""
 import json
 import math
 
@@ -8,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from wmfast import World
-from wmfast.checkpoint import load_model, save_model
+from wmfast.checkpoint import load_config, load_model, save_model
 from wmfast.errors import WmfastError
 from wmfast.models import DynamicsConfig, DynamicsModel
 from wmfast.nn.transformer import Attention
@@ -18,13 +20,9 @@ from wmfast.rollout.shapes import random_world_model
 BODY = dict(frame_size=16, patch_size=4, embed_dim=16, num_heads=2, hidden_dim=32, num_blocks=2,
             latent_dim=3, num_bins=4, conditioning_dim=5)
 OPTIONS = [
-    dict(future_mask_prob=0.5),
-    dict(changed_token_weight=3.0),
     dict(spatial_window=1),
-    dict(spatial_position_bias=True),
-    dict(spatial_position_bias=True, spatial_window=1, future_mask_prob=1.0, changed_token_weight=2.0),
+    dict(action_position_bias=True),
     dict(action_position_bias=True, spatial_window=1),
-    dict(pause_clip_prob=0.25),
 ]
 
 
@@ -68,33 +66,6 @@ def test_options_round_trip_train_and_load(tmp_path, options):
         assert torch.equal(loaded(lat, act), model(lat, act))
 
 
-def test_pause_clips_repeat_the_frame_before_the_pause_then_go_on():
-    frames = torch.arange(3 * 5, dtype=torch.float32).view(3, 5, 1, 1, 1).expand(3, 5, 3, 2, 2)
-    # clip 0: still from frame 1 to the end; clip 1: as it is; clip 2: frame 0 held twice, then frames 1, 2
-    paused = DynamicsModel.pause_clips(frames, torch.tensor([1, 5, 1]), torch.tensor([4, 0, 2]))
-    assert paused[:, :, 0, 0, 0].tolist() == [[0, 0, 0, 0, 0], [5, 6, 7, 8, 9], [10, 10, 10, 11, 12]]
-    to_end = DynamicsModel.pause_clips(frames, torch.tensor([2, 5, 3]))      # no length: to the end
-    assert to_end[:, :, 0, 0, 0].tolist() == [[0, 1, 1, 1, 1], [5, 6, 7, 8, 9], [10, 11, 12, 12, 12]]
-
-
-def test_trainer_pauses_the_share_of_clips_it_is_asked_to(tmp_path):
-    from wmfast.train.trainer import _maskgit_noise
-
-    T, P, n = 5, 4, 400
-    model = DynamicsModel(DynamicsConfig(**BODY, pause_clip_prob=0.25))
-    noise, masked = _maskgit_noise(model, seed=0, step=3, clip_ids=torch.arange(n), T=T, P=P, device="cpu")
-    start, length = noise[4], noise[5]
-    assert ((start >= 1) & (start <= T)).all()
-    paused = start < T
-    assert 0.18 < paused.float().mean() < 0.32
-    assert ((length[paused] >= 1) & (start[paused] + length[paused] <= T)).all() and (length[~paused] == 0).all()
-    resumed = paused & (start + length < T)          # pauses that end inside the clip: a move out of a stop
-    assert 0.3 < resumed.sum() / paused.sum() < 0.7
-    plain, masked_plain = _maskgit_noise(DynamicsModel(DynamicsConfig(**BODY)), seed=0, step=3, clip_ids=torch.arange(n),
-                                         T=T, P=P, device="cpu")
-    assert len(plain) == 4 and masked == masked_plain and all(torch.equal(a, b) for a, b in zip(noise[:4], plain))
-
-
 def test_default_config_builds_the_tinyworlds_modules_only():
     keys = set(DynamicsModel(DynamicsConfig(**BODY)).state_dict())
     assert not any("rel_bias" in k for k in keys)
@@ -102,15 +73,47 @@ def test_default_config_builds_the_tinyworlds_modules_only():
     assert not hasattr(attn, "window_mask") and not hasattr(attn, "rel_bias")
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(future_mask_prob=1.5), "future_mask_prob"),
-    (dict(spatial_window=-1), "spatial_window"),
-    (dict(changed_token_weight=0.0), "changed_token_weight"),
-    (dict(pause_clip_prob=-0.1), "pause_clip_prob"),
-])
-def test_bad_options_name_the_field(bad, match):
-    with pytest.raises(WmfastError, match=match):
-        DynamicsConfig(**BODY, **bad)
+def test_bad_spatial_window_names_the_field():
+    with pytest.raises(WmfastError, match="spatial_window"):
+        DynamicsConfig(**BODY, spatial_window=-1)
+
+
+def test_spatial_window_keeps_far_patches_out_of_reach():
+    # grid 4x4, window 1, 2 blocks: a patch sees at most 2 rows/columns away, so patch (0, 0) cannot
+    # see a change at (3, 3); with global attention it does.
+    lat = torch.rand(1, 1, 16, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    act = torch.randn(1, 1, 5, generator=torch.Generator().manual_seed(1))
+    far = lat.clone()
+    far[0, 0, 15] = -far[0, 0, 15]
+    for window, reaches in ((1, False), (0, True)):
+        torch.manual_seed(0)
+        model = DynamicsModel(DynamicsConfig(**BODY, spatial_window=window)).eval()
+        with torch.no_grad():
+            corner = model(lat, act)[0, 0, 0], model(far, act)[0, 0, 0]
+        assert (not torch.equal(*corner)) == reaches, window
+
+
+def test_future_masking_masks_only_the_last_frame_and_the_loss_counts_only_it():
+    model = DynamicsModel(DynamicsConfig(**BODY))
+    B, T, P = 3, 4, model.config.num_patches
+    uniforms = torch.rand(B, T, P)
+    keep = torch.zeros(B, 1, P, dtype=torch.long)
+    mask = model.training_mask(torch.tensor(0.7), uniforms, keep, torch.tensor([True, False, True]))
+    assert not mask[[0, 2], :-1].any() and torch.equal(mask[[0, 2], -1], uniforms[[0, 2], -1] < 0.7)
+    assert torch.equal(mask[1], model.training_mask(torch.tensor(0.7), uniforms, keep)[1])   # tinyworlds' mask
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randint(0, model.config.codebook_size, (B, T, P), generator=g)
+    lat, act = latents_of(model, idx), torch.randn(B, T - 1, 5, generator=g)
+    # Drawn by the model itself: with probability 1 every clip masks its last frame only.
+    logits, loss, _ = model.training_loss(lat, idx, act, generator=torch.Generator().manual_seed(4),
+                                          future_mask_prob=1.0)
+    g = torch.Generator().manual_seed(4)                                     # the draws it made, in order
+    ratio = 0.5 + 0.5 * torch.rand((), generator=g)
+    last = torch.rand(B, T, P, generator=g)[:, -1] < ratio                    # [B, P]
+    ce = F.cross_entropy(logits[:, -1].double().flatten(0, 1), idx[:, -1].flatten(), reduction="none").view(B, P)
+    torch.testing.assert_close(loss.double(), (ce * last).sum() / last.sum(), rtol=1e-5, atol=1e-6)
+    _, plain, _ = model.training_loss(lat, idx, act, generator=torch.Generator().manual_seed(4))
+    assert not torch.isclose(plain, loss)
 
 
 @pytest.mark.parametrize("window", [0, 1])
@@ -149,48 +152,26 @@ def test_position_bias_and_window_match_a_float64_reference(window, by_action):
         torch.testing.assert_close(attn(x), attn.norm(x + attn.out_proj(o)[:, None]))
 
 
-def test_zero_position_bias_changes_nothing_until_it_learns():
+def test_zero_position_bias_changes_nothing_until_it_learns_and_then_the_action_steers_it():
     torch.manual_seed(0)
     plain = DynamicsModel(DynamicsConfig(**BODY))
-    biased = DynamicsModel(DynamicsConfig(**BODY, spatial_position_bias=True))
+    biased = DynamicsModel(DynamicsConfig(**BODY, action_position_bias=True))
     biased.load_state_dict(plain.state_dict(), strict=False)
     lat = torch.rand(2, 3, plain.config.num_patches, 3) * 2 - 1
     act = torch.randn(2, 2, 5)
+    other = torch.randn(2, 2, 5)
     with torch.no_grad():
         torch.testing.assert_close(biased(lat, act), plain(lat, act))
-        biased.transformer.blocks[0].spatial_attn.rel_bias[0, 0] = 3.0
+        attn = biased.transformer.blocks[0].spatial_attn
+        attn.rel_bias[0, 0] = 3.0                                              # the offset bias alone
         assert not torch.allclose(biased(lat, act), plain(lat, act))
+        static = biased(lat, act) - biased(lat, other)
+        attn.action_bias.weight.normal_()                                       # the action sets the bias
+        assert not torch.allclose(biased(lat, act) - biased(lat, other), static)
 
 
-def test_future_mask_prob_one_masks_only_the_last_frame():
-    model = DynamicsModel(DynamicsConfig(**BODY, future_mask_prob=1.0))
-    B, T, P = 3, 4, model.config.num_patches
-    uniforms = torch.rand(B, T, P)
-    mask = model.training_mask(torch.tensor(0.7), uniforms, torch.zeros(B, 1, P, dtype=torch.long), torch.zeros(B))
-    assert not mask[:, :-1].any()
-    assert torch.equal(mask[:, -1], uniforms[:, -1] < 0.7)
-
-
-def test_changed_token_weight_weighs_the_loss_as_computed_by_hand():
-    model = DynamicsModel(DynamicsConfig(**BODY, changed_token_weight=4.0))
-    B, T, P = 2, 3, model.config.num_patches
-    g = torch.Generator().manual_seed(3)
-    idx = torch.randint(0, model.config.codebook_size, (B, T, P), generator=g)
-    idx[:, 1, : P // 2] = idx[:, 0, : P // 2]                                # half the tokens unchanged
-    lat, act = latents_of(model, idx), torch.randn(B, T - 1, 5, generator=g)
-    noise = (torch.tensor(0.99), torch.rand(B, T, P, generator=g), torch.full((B, 1, P), 0), torch.ones(B))
-    logits, loss, _ = model.training_loss(lat, idx, act, noise=noise)
-    mask = model.training_mask(*noise)
-    ce = F.cross_entropy(logits.double().flatten(0, 2), idx.flatten(), reduction="none").view(B, T, P)
-    changed = torch.zeros(B, T, P, dtype=torch.bool)
-    changed[:, 1:] = idx[:, 1:] != idx[:, :-1]
-    w = 1 + 3.0 * changed.double()
-    want = (ce * w * mask).sum() / mask.sum()
-    torch.testing.assert_close(loss.double(), want, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("extra", [dict(spatial_window=1, spatial_position_bias=True),
-                                   dict(action_position_bias=True)], ids=["window+bias", "action-bias"])
+@pytest.mark.parametrize("extra", [dict(spatial_window=1, action_position_bias=True),
+                                   dict(action_position_bias=True)], ids=["window+action-bias", "action-bias"])
 def test_cached_world_equals_the_reference_with_window_and_bias(extra):
     model = random_world_model(frame_size=32, patch_size=4, embed_dim=32, num_heads=4, hidden_dim=64,
                                num_blocks=2, latent_dim=3, num_bins=4, n_actions=8, context_length=3)
@@ -205,3 +186,45 @@ def test_cached_world_equals_the_reference_with_window_and_bias(extra):
     world = World(model, device="cpu", mode="compat", steps=4).reset(context)
     for i in range(ids.shape[1]):
         assert torch.equal(world.step(ids[:, i]), want[:, i]), f"frame {i} differs"
+
+
+# -- older config.json files ----------------------------------------------------------------------
+
+def saved_config(tmp_path, **keys):
+    model = DynamicsModel(DynamicsConfig(**BODY, spatial_window=1))
+    save_model(model, tmp_path / "dynamics")
+    path = tmp_path / "dynamics" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **keys}))
+    return model
+
+
+def test_an_old_config_with_training_keys_and_removed_options_at_their_defaults_loads(tmp_path):
+    # future_mask_prob / pause_clip_prob only shaped the training clips; the removed variants at the
+    # values every kept model was built with change nothing either.
+    model = saved_config(tmp_path, future_mask_prob=1.0, pause_clip_prob=0.3, changed_token_weight=1.0,
+                         spatial_position_bias=False)
+    _, cfg = load_config(tmp_path / "dynamics", "dynamics")
+    assert cfg == model.config
+    loaded = load_model(tmp_path / "dynamics", "dynamics")
+    lat, act = torch.rand(1, 2, model.config.num_patches, 3) * 2 - 1, torch.randn(1, 1, 5)
+    with torch.no_grad():
+        assert torch.equal(loaded(lat, act), model.eval()(lat, act))
+
+
+def test_the_shipped_maze_config_loads_without_its_training_keys():
+    from wmfast.train.recipes import pretrained_run
+
+    folder = f"{pretrained_run('maze')}/dynamics"
+    raw = json.loads(open(f"{folder}/config.json").read())
+    assert raw["future_mask_prob"] == 1.0 and raw["pause_clip_prob"] == 0.3      # written before the move
+    _, cfg = load_config(folder, "dynamics")
+    assert cfg.action_position_bias and cfg.spatial_window == 1
+    assert not hasattr(cfg, "future_mask_prob") and not hasattr(cfg, "pause_clip_prob")
+
+
+@pytest.mark.parametrize("key, value", [("changed_token_weight", 2.0), ("spatial_position_bias", True)])
+def test_a_removed_option_with_another_value_is_one_line_naming_it(tmp_path, key, value):
+    saved_config(tmp_path, **{key: value})
+    with pytest.raises(WmfastError, match=f"DynamicsConfig.{key}={value!r} was removed") as e:
+        load_model(tmp_path / "dynamics", "dynamics")
+    assert "\n" not in str(e.value)

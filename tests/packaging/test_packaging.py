@@ -78,3 +78,18 @@ def test_wheel_installs_into_a_fresh_environment_and_runs_the_compiled_ops(tmp_p
     result = load_script("tools/check_wheel.py").check_wheel(wheel)
     assert result["ops"]["vq_equal"] and result["ops"]["attention_err"] <= 1e-12
     assert "torch 0.0.1" in result["mismatch_error"]
+
+
+def test_setup_lists_every_package_of_the_source_tree():
+    """A subpackage missing from setup.py's PACKAGES is left out of the wheel (an editable install
+    hides it): every folder with an __init__.py under wmfast/ must be listed."""
+    import ast
+
+    with open(os.path.join(REPO, "setup.py")) as f:
+        tree = ast.parse(f.read())
+    listed = next(set(ast.literal_eval(n.value)) for n in tree.body if isinstance(n, ast.Assign)
+                  and any(getattr(t, "id", None) == "PACKAGES" for t in n.targets))
+    found = {os.path.relpath(d, REPO).replace(os.sep, ".")
+             for d, _, files in os.walk(os.path.join(REPO, "wmfast")) if "__init__.py" in files}
+    assert found <= listed, f"missing from setup.py PACKAGES: {sorted(found - listed)}"
+    assert {"wmfast.cli", "wmfast.eval"} <= listed

@@ -4,7 +4,7 @@ import torch
 
 from wmfast import World, WmfastError
 from wmfast.nn.pe import temporal_pe
-from wmfast.models.dynamics import choose_tokens
+from wmfast.models.dynamics import MAX_EXTRA_STEPS, choose_tokens
 from wmfast.rollout.backends import BACKENDS, TorchBackend, register_backend
 from wmfast.rollout.reference import reference_rollout, reference_token_rollout
 from wmfast.rollout.shapes import random_world_model
@@ -274,3 +274,21 @@ def test_min_confidence_leaves_unsure_tokens_for_later_steps():
     with pytest.raises(WmfastError, match="min_confidence"):
         World(model, mode="fast", min_confidence=1.5)
     assert World(model, mode="fast").min_confidence > 0 and World(model, mode="compat").min_confidence == 0
+
+
+def test_unsure_model_takes_at_most_the_extra_steps_and_decides_every_token():
+    # a random model is sure of nothing: without the bound, fast mode would take one step per token
+    model = random_world_model(**SMALL)
+    context, ids = frames_for(model, 2, 3), ids_for(model, 2, 2)
+    world = World(model, device="cpu", mode="fast", steps=1, min_confidence=0.99).reset(context)
+    steps, step = [], world.backend.maskgit_step
+
+    def counted(x, masked, *args, **kw):
+        steps.append(int(masked.sum()))
+        return step(x, masked, *args, **kw)
+
+    world.backend.maskgit_step = counted
+    world.step(ids[:, 0])
+    assert len(steps) == 1 + MAX_EXTRA_STEPS and steps[-1] > 0     # the last step still had tokens to decide
+    fresh = World(model, device="cpu", mode="fast", steps=1, min_confidence=0.99).reset(context)
+    assert torch.equal(fresh.rollout(ids), reference_token_rollout(model, context, ids, 1, min_confidence=0.99))

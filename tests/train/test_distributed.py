@@ -164,11 +164,12 @@ def test_cli_rejects_a_batch_that_does_not_split(tmp_path, capsys):
 
 def test_relaunch_command_line_round_trips():
     from wmfast.cli import build_parser
+    from wmfast.cli.common import command_line
 
     argv = ["train", "dynamics", "--run", "r", "--steps", "7", "--resume", "--set", "embed_dim=8", "--set", "num_blocks=2",
             "--nproc", "2"]
     a = build_parser().parse_args(argv)
-    again = D.argv_from_args(a.parser, a, skip=("nproc", "parser", "func"))
+    again = command_line(a.parser, a, skip=("nproc", "parser", "func"))
     assert "--run-dir" in again and "--run" not in again      # torchrun would take --run for --run-path
     b = build_parser().parse_args(["train"] + again)
     for key in ("stage", "run", "steps", "resume", "set", "batch_size", "seed"):

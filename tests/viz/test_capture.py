@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from wmfast.errors import WmfastError
 from wmfast.models import (DynamicsConfig, DynamicsModel, LatentActionConfig, LatentActionModel, TokenizerConfig,
                            VideoTokenizer)
-from wmfast.models.latent_actions import WindowedActionHead
+from wmfast.models.lam import WindowedActionHead
 from wmfast.nn.transformer import Attention
 from wmfast.ops.reference import pair_attention_reference, pair_windows
 from wmfast.viz import capture_attention, flag
@@ -147,7 +147,7 @@ def test_pair_window_maps_match_reference_and_fused_op():
 
 
 def test_fused_and_reference_pair_attention_give_the_same_maps(monkeypatch):
-    import wmfast.models.latent_actions as lam_module
+    import wmfast.models.lam as lam_module
 
     head = WindowedActionHead(16, 2, 3).eval()
     x = torch.randn(1, 3, 4, 16)

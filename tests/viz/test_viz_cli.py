@@ -52,8 +52,12 @@ def test_shipped_model(maze_h5, tmp_path):
     names = list(attention_modules(world))
     n_modules = sum(isinstance(m, torch.nn.Module) and type(m).__name__ == "Attention"
                     for model in world.modules() for m in model.modules())
-    # tokenizer encoder, decoder and dynamics: 3 STTs x 2 blocks x (spatial, temporal); the conv LAM has none
-    assert len(names) == n_modules == 12
+    # the frame-wise tokenizer's encoder and decoder: 2 blocks x spatial each; the dynamics: 2 blocks x
+    # (spatial, temporal); the conv LAM has none
+    tok, dyn = world.tokenizer.config, world.dynamics.config
+    assert not tok.temporal_attention and tok.num_blocks == dyn.num_blocks == 2
+    assert len(names) == n_modules == 2 * 2 + 2 * 2 == 8
+    assert sum(".temporal" in n for n in names) == 2 and all(n.startswith("dynamics.") for n in names if ".temporal" in n)
     report = check_report(out, names, heads=4)
     assert report["settings"]["step"] == 2 and report["settings"]["query_patch"] == 3 * 8 + 4
 
@@ -82,7 +86,7 @@ def test_bad_input(argv, message, maze_h5, tmp_path, capsys):
 
 def test_feature_absent_build_is_the_same_code_without_the_check():
     from wmfast.bench.viz import FeatureAbsent, without_capture
-    from wmfast.models.latent_actions import WindowedActionHead
+    from wmfast.models.lam import WindowedActionHead
     from wmfast.nn.transformer import Attention
 
     for cls in (Attention, WindowedActionHead):

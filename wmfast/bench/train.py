@@ -18,7 +18,6 @@ import tempfile
 import time
 
 from wmfast.bench.common import machine_info, print_table, write_json
-from wmfast.cli import command, int_list
 from wmfast.errors import WmfastError
 
 STAGES = ("tokenizer", "actions", "dynamics")
@@ -95,24 +94,3 @@ def run_train_bench(json_path=None, nprocs=(1, 2), preset: str = "tiny", steps: 
     write_json(report, json_path)
     return report
 
-
-@command
-def add_bench_train(sub, bench):
-    p = bench.add_parser("train", help="training samples/s per stage on 1..N processes (DDP) and scaling efficiency")
-    p.add_argument("--nproc", type=int_list, default="1,2",
-                   help="comma-separated process counts (1 is always measured)")
-    p.add_argument("--preset", default="tiny", help="model size preset")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--skip", type=int, default=10, help="first steps left out of the timing")
-    p.add_argument("--batch-size", type=int, default=8, help="global batch")
-    p.add_argument("--data", default="game:pong:8")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads per process (the same for every N)")
-    p.add_argument("--out", default=None, help="keep the run directories here (default: a temp folder)")
-    p.add_argument("--json", default=None)
-    p.set_defaults(func=_bench_train)
-
-
-def _bench_train(a):
-    run_train_bench(a.json, a.nproc, preset=a.preset, steps=a.steps, skip=a.skip, batch_size=a.batch_size,
-                    data=a.data, device=a.device, out_dir=a.out, threads=a.threads)

@@ -126,6 +126,8 @@ def run_vq_benchmark(json_path=None, threads=(1, 2), quick: bool = False, device
     """Run the grid (or `grid`, a dict with any of N, K, D replacing the default's lists);
     print one table per thread count; write JSON (and a PNG of the speedups beside it).
     Returns the report dict."""
+    if str(device).startswith("cuda"):
+        return run_vq_gpu_benchmark(json_path, quick=quick)
     grid = {**(QUICK_GRID if quick else FULL_GRID), **(grid or {})}
     if quick:
         budget_s = min(budget_s, 0.5)
@@ -339,3 +341,83 @@ def plot_speedups(report, path):
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# -- CUDA: the device-time protocol (wmfast.bench.protocol) --------------------------------------
+# (N, K, D, dtype): the issue's target shapes, and N = 4096 over every K and D (timed on the wall
+# too: there launch and host overhead are most of the time).
+GPU_ROWS = [(65536, 1024, 32, "fp32"), (262144, 1024, 128, "fp32"), (65536, 8192, 128, "fp32"),
+            (262144, 8192, 128, "bf16"), (65536, 1024, 32, "bf16")] + \
+           [(4096, K, D, "fp32") for D in (32, 128) for K in (256, 8192)]
+GPU_QUICK_ROWS = [(4096, 1024, 32, "fp32"), (65536, 1024, 32, "bf16")]
+GPU_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def gpu_methods(z, codebook):
+    """ours and the strongest plain-PyTorch form, doing the same work: indices and codes, no
+    NaN check on either side. In fp32 the baseline's product is IEEE fp32 cuBLAS (TF32 off, the
+    fp32-accurate class ours is in through tf32x3); in bf16 both multiply in bf16."""
+    from wmfast.bench.protocol import tf32_matmul
+
+    def ours():
+        return vq_lookup(z, codebook, check_finite=False)
+
+    def expand():
+        with tf32_matmul(False):
+            c2 = codebook.float().pow(2).sum(-1).to(codebook.dtype)
+            idx = torch.addmm(c2, z, codebook.T, alpha=-2).argmin(-1)
+        return idx, codebook.index_select(0, idx)
+
+    return {"ours": ours, "expand": expand}
+
+
+def wall_ms_per_call(fn, calls: int = 200) -> float:
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1e3 / calls
+
+
+def run_vq_gpu_benchmark(json_path=None, quick: bool = False, rows=None):
+    """Device-time rows (cold L2, median and p90) of ours against addmm + argmin in the same
+    precision class, each as a fraction of its floor from the chip's ceilings measured first."""
+    from wmfast.bench.protocol import device_ms, floor_ms, measure_ceilings
+
+    report = {"benchmark": "vq_lookup", "device": "cuda", "machine": machine_info("cuda"),
+              "protocol": "triton.testing.do_bench: CUDA events, L2 flushed before each repetition, median/p90; "
+                          "ours with check_finite=False (no NaN check on either side); N=4096 rows also "
+                          "on the wall (200 back-to-back calls, host overhead included)",
+              "ceilings": measure_ceilings("cuda"), "rows": []}
+    ceil = report["ceilings"]
+    for N, K, D, dt in tqdm(rows or (GPU_QUICK_ROWS if quick else GPU_ROWS), desc="bench vq (cuda)", unit="shape"):
+        dtype = GPU_DTYPES[dt]
+        z, codebook = (x.to(dtype) for x in shape_inputs(N, K, D, "cuda"))
+        methods = gpu_methods(z, codebook)
+        elem = z.element_size()
+        flops, nbytes = 2.0 * N * K * D, (N * D + K * D) * elem + N * (8 + 4 + D * elem)
+        rate = ceil["tf32x3_tflops"] if dt == "fp32" else ceil["bf16_tflops"]
+        row = {"N": N, "K": K, "D": D, "dtype": dt, "floor_ms": floor_ms(flops, nbytes, rate, ceil["copy_gb_s"]),
+               "floor_class": "tf32x3 rate" if dt == "fp32" else "bf16 rate"}
+        outs = {name: fn()[0] for name, fn in methods.items()}
+        row["index_agreement"] = float((outs["ours"] == outs["expand"]).float().mean())
+        for name, fn in methods.items():
+            t = device_ms(fn)
+            row[f"{name}_ms"], row[f"{name}_p90_ms"] = t["median_ms"], t["p90_ms"]
+            row[f"{name}_frac_floor"] = row["floor_ms"] / t["median_ms"]
+            if N <= 4096:
+                row[f"{name}_wall_ms"] = wall_ms_per_call(fn)
+        row["x_expand"] = row["expand_ms"] / row["ours_ms"]
+        if "ours_wall_ms" in row:
+            row["x_expand_wall"] = row["expand_wall_ms"] / row["ours_wall_ms"]
+        report["rows"].append(row)
+        write_json(report, json_path)
+        del z, codebook, outs
+        torch.cuda.empty_cache()
+    print(f"ceilings: {', '.join(f'{k} {v:.1f}' for k, v in ceil.items() if isinstance(v, float))}")
+    print_table(report["rows"], ["N", "K", "D", "dtype", "ours_ms", "expand_ms", "x_expand", "x_expand_wall",
+                                 "ours_frac_floor", "expand_frac_floor", "index_agreement"])
+    write_json(report, json_path)
+    return report

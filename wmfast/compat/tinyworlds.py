@@ -21,7 +21,7 @@ from tqdm import tqdm
 from wmfast.checkpoint import STAGES, load_state_dict_checked, load_torch_safe, save_model
 from wmfast.compat.safe_pickle import safe_load
 from wmfast.errors import WmfastError
-from wmfast.models import DynamicsConfig, LatentActionConfig, TokenizerConfig, WorldModel
+from wmfast.models import DynamicsConfig, TokenizerConfig, TransformerLamConfig, WorldModel
 
 # tinyworlds stage folder -> wmfast stage; the extra names are those tinyworlds' own checkpoint
 # search accepts for the latent action model.
@@ -391,7 +391,7 @@ def map_config(stage: str, config: dict, weights: dict, source: str = "checkpoin
     if stage == "tokenizer":
         cfg = TokenizerConfig(**values)
     elif stage == "actions":
-        cfg = LatentActionConfig(**values)
+        cfg = TransformerLamConfig(**values)
     else:
         implied = implied_by_weights(stage, weights).get("conditioning_dim", (3, None))[0]
         cond = _int_setting(config, "conditioning_dim", source, default=implied)

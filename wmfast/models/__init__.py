@@ -1,7 +1,10 @@
-"""The three models and the WorldModel bundle that `wmfast.load` (wmfast.loader) returns."""
+"""The models (two kinds of LAM) and the WorldModel bundle that `wmfast.load` (wmfast.loader) returns."""
 from wmfast.errors import WmfastError
 from wmfast.models.dynamics import DynamicsConfig, DynamicsModel  # noqa: F401
-from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel  # noqa: F401
+from wmfast.models.lam import TransformerLam, TransformerLamConfig  # noqa: F401
+from wmfast.models.lam_common import LatentActionModel, VQConfig  # noqa: F401
+from wmfast.models.lam_conv import ConvLam, ConvLamConfig  # noqa: F401
+from wmfast.models.latent_actions import LatentActionConfig, lam_config_from_dict  # noqa: F401
 from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer  # noqa: F401
 
 

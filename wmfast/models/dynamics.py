@@ -19,6 +19,15 @@ from wmfast.validate import check_float_input, check_number, check_same_batch, c
     FLOATS  # noqa: F401
 
 
+# Keys older config.json files hold that only shaped the training clips, never the model: they are
+# dropped on load (the dynamics stage's training config, wmfast.train.trainer.DynamicsTrainConfig,
+# holds them now).
+TRAINING_KEYS = ("future_mask_prob", "pause_clip_prob")
+# Variants that lost our studies (docs/controllable-dynamics/) and were removed -> the value every
+# kept model was built with: a config.json holding that value loads, any other is refused.
+REMOVED_OPTIONS = {"changed_token_weight": 1.0, "spatial_position_bias": False}
+
+
 @dataclass
 class DynamicsConfig(SpaceTimeConfig):
     latent_dim: int = 5             # L, the tokenizer's latent width
@@ -26,42 +35,31 @@ class DynamicsConfig(SpaceTimeConfig):
     codebook_size: int = 0          # K; 0 means num_bins ** latent_dim (an FSQ tokenizer)
     conditioning_dim: int = 3       # A, the action latent width
     context_length: int = 4         # frames of context the model was trained on (rollouts keep this many)
-    # Share of training clips whose context frames stay unmasked while only the last frame is masked:
-    # rollouts always predict a fully masked frame after a complete context, which tinyworlds' scheme
-    # (every frame masked at the same ratio) rarely shows the model. 0 keeps tinyworlds' training.
-    future_mask_prob: float = 0.0
-    # Loss weight of tokens that differ from the same patch in the previous frame. A moving agent is
-    # one or two tokens of a mostly static frame: at weight 1 the loss barely notices whether the
-    # model put it where the action says. 1 keeps tinyworlds' training.
-    changed_token_weight: float = 1.0
     # > 0: spatial attention only among patches at most this many rows/columns apart (0: global, as
     # tinyworlds). A moved agent is found among the neighbours of where it was.
     spatial_window: int = 0
-    # A learned per-head bias for each relative patch offset in spatial attention (T5/Swin style):
-    # where a moved object went depends on the action's direction, an offset from where it was,
-    # which content-only attention with absolute positions has to learn the hard way. Off: tinyworlds.
-    spatial_position_bias: bool = False
-    # The action also sets that bias (per head and offset; implies spatial_position_bias): a head can
-    # attend where the action says the moved object comes from, a learned, action-chosen warp.
+    # A learned per-head bias for each relative patch offset in spatial attention (T5/Swin style), plus
+    # one the action sets (per head and offset): where a moved object went depends on the action's
+    # direction, an offset from where it was, so a head can attend where the action says the moved
+    # object comes from, a learned, action-chosen warp. Off: tinyworlds.
     action_position_bias: bool = False
-    # Share of training clips with a pause: from a random frame on, the clip repeats that frame for a
-    # random number of frames (possibly to the end), then goes on. Game footage rarely shows a still
-    # context window, or a move out of one: without such clips a held NOOP makes the model drop the
-    # agent once the context is still, and the first move after a stop loses it (1 in 10 moves after
-    # a still window on maze). The LAM codes the pause from the frames (no true action is used).
-    # 0: tinyworlds.
-    pause_clip_prob: float = 0.0
 
     def __post_init__(self):
         if self.codebook_size == 0:
             self.codebook_size = self.num_bins ** self.latent_dim
-        for name in ("future_mask_prob", "pause_clip_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise WmfastError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.spatial_window < 0:
             raise WmfastError(f"spatial_window must be >= 0, got {self.spatial_window}")
-        if self.changed_token_weight <= 0:
-            raise WmfastError(f"changed_token_weight must be > 0, got {self.changed_token_weight}")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config"):
+        """Also loads older config.json files: see TRAINING_KEYS and REMOVED_OPTIONS."""
+        if isinstance(d, dict):
+            for name, built in REMOVED_OPTIONS.items():
+                if name in d and d[name] != built:
+                    raise WmfastError(f"{source}: DynamicsConfig.{name}={d[name]!r} was removed (a variant that "
+                                      f"lost in docs/controllable-dynamics/); only {name}={built!r} loads")
+            d = {k: v for k, v in d.items() if k not in TRAINING_KEYS and k not in REMOVED_OPTIONS}
+        return super().from_dict(d, source)
 
 
 def unmask_targets(num_tokens: int, steps: int, schedule_k: float) -> list:
@@ -81,6 +79,12 @@ def unmask_targets(num_tokens: int, steps: int, schedule_k: float) -> list:
 def sampling_noise(shape, device, generator=None):
     """Exp(1) noise: argmax(probs / noise) draws from probs (the exponential race; no multinomial)."""
     return torch.empty(shape, device=device).exponential_(generator=generator)
+
+
+# With min_confidence, extra MaskGIT steps after the schedule at most, the last deciding all that is left:
+# the shipped maze model needs at most 2 with steps=1 (150 frames x 8 games); an unsure (say, untrained)
+# model would otherwise take one step per token.
+MAX_EXTRA_STEPS = 4
 
 
 def choose_tokens(logits, masked, target, min_per_step: int, temperature=0.0, noise=None, min_confidence=None):
@@ -128,8 +132,8 @@ class DynamicsModel(nn.Module):
         for block in self.transformer.blocks:
             if cfg.spatial_window > 0:
                 block.spatial_attn.restrict_to_window(grid, cfg.spatial_window)
-            if cfg.spatial_position_bias or cfg.action_position_bias:
-                block.spatial_attn.add_position_bias(grid, cfg.conditioning_dim if cfg.action_position_bias else 0)
+            if cfg.action_position_bias:
+                block.spatial_attn.add_position_bias(grid, cfg.conditioning_dim)
         self.output_mlp = nn.Linear(cfg.embed_dim, cfg.codebook_size)
         self.fsq = FSQ(cfg.latent_dim, cfg.num_bins, persistent=False)   # index -> latent for FSQ tokenizers
 
@@ -147,57 +151,43 @@ class DynamicsModel(nn.Module):
         return self.logits(latents, actions)
 
     # -- training -------------------------------------------------------------------------
-    def training_mask(self, ratio, uniforms, keep_frame, clip_u):
+    @staticmethod
+    def training_mask(ratio, uniforms, keep_frame, last_frame_only=None):
         """Which tokens a training step masks [B, T, P] (bool): ratio [], uniforms [B, T, P],
-        keep_frame [B, 1, P] (one frame per (b, p) left visible), clip_u [B] (a clip with
-        clip_u < future_mask_prob masks its last frame only)."""
+        keep_frame [B, 1, P] (one frame per (b, p) left visible), last_frame_only [B] bool or None
+        (those clips keep their context frames and mask their last frame only)."""
         T = uniforms.shape[1]
         frame = torch.arange(T, device=uniforms.device)[None, :, None]
         mask = (uniforms < ratio) & (frame != keep_frame)
-        if self.config.future_mask_prob > 0:
-            future = (clip_u < self.config.future_mask_prob)[:, None, None]
-            mask = torch.where(future, (uniforms < ratio) & (frame == T - 1), mask)
+        if last_frame_only is not None:
+            mask = torch.where(last_frame_only[:, None, None], (uniforms < ratio) & (frame == T - 1), mask)
         return mask
 
-    def training_loss(self, latents, indices, actions, generator=None, noise=None):
+    def training_loss(self, latents, indices, actions, generator=None, noise=None, future_mask_prob: float = 0.0):
         """MaskGIT loss: mask ratio ~ U[0.5, 1) per batch, one random frame per (b, p) kept.
         latents [B, T, P, L], indices [B, T, P], actions [B, T-1, A] -> (logits, loss, metrics).
-        noise: optional (ratio [], uniforms [B, T, P], keep_frame [B, 1, P] int64, clip_u [B]) drawn by the
-        caller (the trainer keys them by (seed, step, clip) so they do not depend on the process count)."""
+        noise: optional (ratio [], uniforms [B, T, P], keep_frame [B, 1, P] int64, last_frame_only [B] bool or
+        None) drawn by the caller (the trainer keys them by (seed, step, clip) so they do not depend on the
+        process count); without it they are drawn here, each clip masking its last frame only with
+        probability future_mask_prob (0: tinyworlds' masking)."""
         B, T, P, _ = latents.shape
         dev = latents.device
         if noise is None:
             ratio = 0.5 + 0.5 * torch.rand((), device=dev, generator=generator)
             uniforms = torch.rand(B, T, P, device=dev, generator=generator)                  # [B, T, P]
             keep_frame = torch.randint(0, T, (B, 1, P), device=dev, generator=generator)
-            clip_u = torch.rand(B, device=dev, generator=generator) if self.config.future_mask_prob > 0 else None
+            last_frame_only = (torch.rand(B, device=dev, generator=generator) < future_mask_prob
+                               if future_mask_prob > 0 else None)
         else:
-            ratio, uniforms, keep_frame, clip_u = noise
-        mask = self.training_mask(ratio, uniforms, keep_frame, clip_u)
+            ratio, uniforms, keep_frame, last_frame_only = noise
+        mask = self.training_mask(ratio, uniforms, keep_frame, last_frame_only)
         x = torch.where(mask[..., None], self.mask_token.to(latents.dtype), latents)
         logits = self.logits(x, actions)                                                     # [B, T, P, K]
         ce = F.cross_entropy(logits.float().flatten(0, 2), indices.flatten(), reduction="none")
         m = mask.flatten().float()
-        w = ce.new_ones(())
-        if self.config.changed_token_weight != 1.0:
-            changed = torch.cat([torch.zeros_like(indices[:, :1], dtype=torch.bool),
-                                 indices[:, 1:] != indices[:, :-1]], 1)                      # [B, T, P]
-            w = 1 + (self.config.changed_token_weight - 1) * changed.flatten().float()
-        loss = (ce * m * w).sum() / m.sum().clamp(min=1)
+        loss = (ce * m).sum() / m.sum().clamp(min=1)
         acc = ((logits.argmax(-1) == indices).flatten().float() * m).sum() / m.sum().clamp(min=1)
         return logits, loss, {"masked_accuracy": acc.detach(), "mask_ratio": ratio.detach()}
-
-    @staticmethod
-    def pause_clips(frames, pause_from, pause_len=None):
-        """frames [B, T, ...], pause_from [B] int, pause_len [B] int: a pause of pause_len[b] frames that repeat
-        frame pause_from[b] - 1, after which the clip goes on from frame pause_from[b] (pause_len None: the pause
-        lasts to the end; pause_from >= T leaves a clip as it is)."""
-        T = frames.shape[1]
-        t = torch.arange(T, device=frames.device)[None, :]
-        start = pause_from[:, None]
-        length = torch.full_like(start, T) if pause_len is None else pause_len[:, None]
-        src = torch.where(t < start, t, torch.where(t < start + length, start - 1, t - length))   # [B, T]
-        return frames[torch.arange(frames.shape[0], device=frames.device)[:, None], src]
 
     # -- MaskGIT inference ------------------------------------------------------------------
     @torch.no_grad()
@@ -207,7 +197,8 @@ class DynamicsModel(nn.Module):
 
         Batched, with tinyworlds' per-item unmasking rule and no per-item Python loops.
         latents_fn maps token indices to latents (default: this model's FSQ). min_confidence: see
-        choose_tokens; tokens still masked after `steps` steps get extra steps until none is left."""
+        choose_tokens; tokens still masked after `steps` steps get up to MAX_EXTRA_STEPS extra steps,
+        the last deciding every token left."""
         dt = dtype_of(self)
         check_number(steps, "steps", lo=1, integer=True)
         check_number(horizon, "horizon", lo=1, integer=True)
@@ -229,9 +220,12 @@ class DynamicsModel(nn.Module):
                 break
             x, masked = self._unmask_step(x, actions, masked, target, min_per_step, temperature, latents_fn, generator,
                                           min_confidence)
-        while min_confidence is not None and bool(masked.any()):
+        for extra in range(MAX_EXTRA_STEPS if min_confidence is not None else 0):
+            if not bool(masked.any()):
+                break
+            last = extra == MAX_EXTRA_STEPS - 1          # decides every token left
             x, masked = self._unmask_step(x, actions, masked, N, min_per_step, temperature, latents_fn, generator,
-                                          min_confidence)
+                                          None if last else min_confidence)
         if bool(masked.any()):
             tokens = self.logits(x, actions)[:, Tc:].flatten(1, 2).argmax(-1)                     # [B, H*P]
             x = self._write(x, tokens, masked, latents_fn)

@@ -76,7 +76,7 @@ class TorchBackend:
         return self.tok.latents(idx, check=False)
 
     def lam_encode(self, frames):
-        return self.lam.quantizer.quantize(self.lam.encoder(frames))
+        return self.lam.encode(frames, check=False)
 
     def action_latents(self, ids):
         return self.lam.quantizer.latents(ids)

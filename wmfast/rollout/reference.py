@@ -22,7 +22,7 @@ def reference_step(model, context, action_latent, steps: int = 8, temperature: f
     lat = tok.latents(tok.encode(context, check=False), check=False)       # [B, C, P, L]
     actions = action_latent[:, None]                                       # [B, 1, A]
     if context.shape[1] > 1:
-        actions = torch.cat([lam.quantizer.quantize(lam.encoder(context)), actions], 1)   # [B, C, A]
+        actions = torch.cat([lam.encode(context, check=False), actions], 1)   # [B, C, A]
     out = dyn.generate(lat, actions, horizon=1, steps=steps, temperature=temperature,
                        schedule_k=schedule_k, latents_fn=tok.quantizer.latents, generator=generator)
     return tok.decode(out, check=False)[:, -1]                             # [B, 3, H, W]
@@ -69,7 +69,7 @@ def reference_token_rollout(model, context, action_ids, steps: int = 8, schedule
     C = context_length or dyn.config.context_length
     window = context[:, -C:].float()                                       # [B, Tw, 3, H, W]
     lat = tok.latents(tok.encode(window, check=False), check=False)        # [B, Tw, P, L]
-    acts = lam.quantizer.quantize(lam.encoder(window)) if window.shape[1] > 1 else \
+    acts = lam.encode(window, check=False) if window.shape[1] > 1 else \
         window.new_zeros(window.shape[0], 0, dyn.config.conditioning_dim)  # [B, Tw-1, A]
     given = model.lam.latents(action_ids.to(context.device))               # [B, N, A]
     frame_wise = not tok.config.temporal_attention

@@ -4,7 +4,7 @@ import torch
 
 from wmfast.models import WorldModel
 from wmfast.models.dynamics import DynamicsConfig, DynamicsModel
-from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel
+from wmfast.models.lam import TransformerLam, TransformerLamConfig
 from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer
 
 # tinyworlds' defaults: 64 px, patch 4 (P = 256), embed 128, 8 heads, hidden 256, 4 blocks,
@@ -25,7 +25,7 @@ def random_world_model(frame_size=32, patch_size=4, embed_dim=64, num_heads=4, h
     torch.manual_seed(seed)
     body = dict(frame_size=frame_size, patch_size=patch_size, embed_dim=embed_dim, num_heads=num_heads,
                 hidden_dim=hidden_dim, num_blocks=num_blocks)
-    lam = LatentActionModel(LatentActionConfig(n_actions=n_actions, **body))
+    lam = TransformerLam(TransformerLamConfig(n_actions=n_actions, **body))
     tok = VideoTokenizer(TokenizerConfig(latent_dim=latent_dim, num_bins=num_bins,
                                          temporal_attention=temporal_tokenizer, **body))
     dyn = DynamicsModel(DynamicsConfig(latent_dim=latent_dim, num_bins=num_bins, context_length=context_length,

@@ -40,7 +40,7 @@ import torch
 
 from wmfast.device import resolve_device
 from wmfast.errors import WmfastError
-from wmfast.models.dynamics import sampling_noise, unmask_targets
+from wmfast.models.dynamics import MAX_EXTRA_STEPS, sampling_noise, unmask_targets
 from wmfast.nn.kv_cache import KVCache
 from wmfast.nn.pe import temporal_pe
 from wmfast.rollout.backends import make_backend
@@ -125,6 +125,7 @@ class World:
         # wait for extra steps (models.dynamics.choose_tokens). 0: the schedule alone (compat's rule).
         self.min_confidence = float(min_confidence)
         self._min_confidence = torch.tensor(self.min_confidence, dtype=torch.float32, device=self.device)
+        self._zero = torch.zeros((), dtype=torch.float32, device=self.device)
         self._all = torch.tensor(self.P, dtype=torch.int64, device=self.device)
         self._pe_dyn = temporal_pe(self.C + 1, dcfg.embed_dim).to(self.device)                # [C+1, E]
         self._pe_dec = temporal_pe(self.C + 1, model.tokenizer.config.embed_dim).to(self.device)
@@ -316,18 +317,22 @@ class World:
         masked = torch.ones(B, self.P, dtype=torch.bool, device=self.device)                # [B, P]
         tokens = torch.zeros(B, self.P, dtype=torch.int64, device=self.device)
         act = a[:, None]                                                                    # [B, 1, A]
-        targets = iter(self._targets)
-        for step in range(self.P + len(self._targets)):
-            target = next(targets, None)
-            if target is None:     # extra steps for tokens not confident enough yet (min_confidence > 0)
-                if not self.min_confidence or not bool(masked.any()):
+        extra = MAX_EXTRA_STEPS if self.min_confidence else 0
+        for step in range(len(self._targets) + extra):
+            min_confidence = self._min_confidence
+            if step < len(self._targets):
+                target = self._targets[step]
+            else:                  # extra steps for tokens not confident enough yet (min_confidence > 0)
+                if not bool(masked.any()):
                     break
                 target = self._all
+                if step == len(self._targets) + extra - 1:
+                    min_confidence = self._zero      # the last step decides every token left
             noise = None
             if self.temperature > 0:
                 noise = sampling_noise((B, self.P, self.K), self.device, self._generator)
             x, masked, tokens = self.backend.maskgit_step(x, masked, tokens, target, act, cache, pe,
-                                                          self._min_confidence, noise, self.temperature or 1.0)
+                                                          min_confidence, noise, self.temperature or 1.0)
         self.tokens = tokens
         return x
 

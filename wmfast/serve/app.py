@@ -8,7 +8,7 @@
     WS   /ws                    one per player (protocol below)
 
 Websocket protocol: the client sends JSON text messages
-    {"type": "start", "model": M, "mode": "fast", "steps": 4, "episode": E | "upload": ID}
+    {"type": "start", "model": M, "mode": "fast", "steps": 1, "episode": E | "upload": ID}
     {"type": "step", "action": A, "seq": N}      (A: game action id, or latent code without a map)
     {"type": "reset"}                             (back to the start frames)
     {"type": "settings", "mode": ..., "steps": ...}   (continue from the current frames)

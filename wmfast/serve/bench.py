@@ -24,12 +24,12 @@ from wmfast.serve.app import HEADER
 
 
 class ServerProcess:
-    """`python -m wmfast.serve` on 127.0.0.1 with a free port, stopped on exit."""
+    """`python -m wmfast serve` on 127.0.0.1 with a free port, stopped on exit."""
 
     def __init__(self, run: str, mode: str, steps: int, max_sessions: int, batching: bool = True,
                  threads: int = 0, data: str = None):
-        self.cmd = [sys.executable, "-m", "wmfast.serve", "--run", run, "--host", "127.0.0.1", "--port", "0",
-                    "--mode", mode, "--steps", str(steps), "--max-sessions", str(max_sessions),
+        self.cmd = [sys.executable, "-m", "wmfast", "serve", "--run", run, "--host", "127.0.0.1", "--port", "0",
+                    "--mode", mode, "--maskgit-steps", str(steps), "--max-sessions", str(max_sessions),
                     "--log-level", "warning", "--threads", str(threads)]
         self.cmd += [] if batching else ["--no-batching"]
         self.cmd += ["--data", data] if data else []
@@ -189,7 +189,7 @@ def browser_player(url: str, seconds: float) -> dict:
             "errors": stats["errors"]}
 
 
-def bench_serve(run: str, players=(1, 4, 16), frames: int = 100, mode: str = "fast", steps: int = 4,
+def bench_serve(run: str, players=(1, 4, 16), frames: int = 100, mode: str = "fast", steps: int = 1,
                 unbatched: int = 16, warmup: int = 5, threads: int = 0, data: str = None, json_path=None,
                 browser: float = 0.0) -> dict:
     """The numbers `wmfast bench serve` prints and writes (see the module docstring)."""

@@ -18,7 +18,9 @@ class ServeConfig(Config):
     host: str = "127.0.0.1"
     port: int = 8000
     mode: str = "fast"                  # default mode of a new session (players may switch)
-    steps: int = 4                      # default MaskGIT steps of a new session
+    # default MaskGIT steps of a new session: 1 shared step plus the fast mode's confidence-gated extra
+    # steps holds the maze as well as compat's 10 (eval --long-play) at 3.4x its speed (bench rollout)
+    steps: int = 1
     device: str = "cpu"
     threads: int = 0                    # torch intra-op threads (0: half the CPUs, leaving the rest to the
                                         # event loop: OpenMP threads spin-waiting on a busy CPU cost 10x)

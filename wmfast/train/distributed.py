@@ -200,42 +200,6 @@ def check_divisible(batch_size: int, what: str = "--batch-size") -> int:
 
 # -- launching ---------------------------------------------------------------------------------
 
-def argv_from_args(parser, args, skip=()) -> list:
-    """Parsed arguments -> the command line that gives them again (minus the dests in `skip`),
-    for relaunching a command on several processes. Uses long option names (`--run-dir` rather than
-    `--run`, which torchrun's own parser would take for its `--run-path`)."""
-    import argparse
-
-    out = []
-    given = getattr(args, "_given", None)   # options written on the command line (wmfast.cli.main)
-    for action in parser._actions:
-        if action.dest in skip or action.dest == "help" or not hasattr(args, action.dest):
-            continue
-        if given is not None and action.option_strings and action.dest not in given:
-            continue   # left at its default: --resume takes the saved run's value
-        value = getattr(args, action.dest)
-        if not action.option_strings:           # positional
-            out += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-            continue
-        flag = max(action.option_strings, key=len)
-        if isinstance(action, argparse._StoreTrueAction):
-            out += [flag] if value else []
-        elif isinstance(action, argparse._StoreFalseAction):
-            out += [] if value else [flag]
-        elif isinstance(action, argparse._StoreConstAction):
-            out += [flag] if value == action.const and value != action.default else []
-        elif value is None:
-            continue
-        elif isinstance(value, list) and (isinstance(action, argparse._AppendAction) or action.nargs in (None, "?")):
-            for v in value:   # one value per flag, repeated (append-style options such as --set)
-                out += [flag] + ([str(x) for x in v] if isinstance(v, list) else [str(v)])
-        elif isinstance(value, list):
-            out += [flag] + [str(v) for v in value]
-        else:
-            out += [flag, str(value)]
-    return out
-
-
 def launch(args: list, nproc: int, nnodes: str = "1", rdzv_endpoint: str = None, rdzv_id: str = None,
            max_restarts: int = 0) -> None:
     """Run `python <args>` (e.g. ["-m", "wmfast", "train", ...]) on `nproc` processes per machine
@@ -272,18 +236,3 @@ def launch(args: list, nproc: int, nnodes: str = "1", rdzv_endpoint: str = None,
         failed_rank, failure = e.get_first_failure()
         raise WmfastError(f"training process rank {failed_rank} failed (exit code {failure.exitcode}); "
                           f"its error is printed above") from None
-
-
-def relaunch(parser, args, nproc: int) -> int:
-    """`wmfast <command> ... --nproc N`: the same command on N local processes."""
-    if env_world_size() > 1:
-        raise WmfastError("--nproc starts the processes itself; under torchrun leave it out")
-    if nproc < 1:
-        raise WmfastError(f"--nproc must be >= 1, got {nproc}")
-    batch = getattr(args, "batch_size", None)
-    if batch is not None and batch % nproc:   # fail before starting anything
-        raise WmfastError(f"--batch-size {batch} is the global batch and must split evenly over "
-                          f"{nproc} processes (use a multiple of {nproc})")
-    command = parser.prog.split()[-1]
-    launch(["-m", "wmfast", command] + argv_from_args(parser, args, skip=("nproc", "parser", "func")), nproc)
-    return 0

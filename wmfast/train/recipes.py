@@ -7,11 +7,12 @@ action map was then refit by `wmfast eval --run <dir>` once the map's fitting ba
 import os
 from dataclasses import replace
 
-from wmfast.train.trainer import TrainConfig
+from wmfast.train.trainer import TrainConfig, stage_train_config
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "pretrained")
 
-# stage -> (TrainConfig overrides, model config overrides)
+# stage -> (training config overrides, model config overrides); the dynamics' clip settings
+# (future_mask_prob, pause_clip_prob) are the small preset's (presets.DYNAMICS_TRAINING).
 DEMO_RECIPE = {
     "tokenizer": (dict(steps=800, batch_size=16, lr=2e-3, warmup_steps=50), {}),
     "actions": (dict(steps=1500, batch_size=16, lr=1e-3, warmup_steps=50), {}),
@@ -21,10 +22,10 @@ DEMO_BASE = TrainConfig(preset="small", clip_len=4, seed=0, log_every=25, save_e
 
 
 def demo_recipe(scale: float = 1.0):
-    """stage -> (TrainConfig, model overrides); scale multiplies the step counts."""
+    """stage -> (the stage's training config, model overrides); scale multiplies the step counts."""
     out = {}
     for stage, (train_over, model_over) in DEMO_RECIPE.items():
-        cfg = replace(DEMO_BASE, **train_over)
+        cfg = stage_train_config(stage, replace(DEMO_BASE, **train_over))
         out[stage] = (replace(cfg, steps=max(1, int(round(cfg.steps * scale))),
                               warmup_steps=max(1, int(round(cfg.warmup_steps * min(1.0, scale))))), model_over)
     return out

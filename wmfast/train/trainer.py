@@ -15,7 +15,8 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -24,12 +25,13 @@ from tqdm.auto import tqdm
 
 from wmfast.checkpoint import STAGES, load_config, load_model, load_state_dict_checked, load_torch_safe, \
     save_model, save_torch_atomic
-from wmfast.config import Config, load_json, save_json
+from wmfast.config import Config, Range, load_json, save_json
 from wmfast.device import resolve_device  # noqa: F401  (one definition; lapa and policy import it here)
 from wmfast.errors import WmfastError
+from wmfast.models.dynamics import DynamicsModel
 from wmfast.train import distributed
 from wmfast.train.metrics import StageMetrics, plot_curves
-from wmfast.train.presets import PRESETS, preset_values
+from wmfast.train.presets import PRESETS, preset_training, preset_values
 from wmfast.train.schedule import lr_at
 
 TRAIN_STATE, TRAIN_CONFIG, METRICS = "train_state.pt", "train_config.json", "metrics.jsonl"
@@ -57,6 +59,47 @@ class TrainConfig(Config):
     val_fraction: float = 0.1
     preset: str = "small"       # model size preset (wmfast.train.PRESETS)
     progress: bool = True
+
+
+SHARE = Range(0, 1)
+
+
+@dataclass
+class DynamicsTrainConfig(TrainConfig):
+    """The dynamics stage's TrainConfig: also how its training clips are drawn and masked. None (the
+    default) takes the preset's value (wmfast.train.presets.STAGE_TRAINING; tinyworlds' 0 without one)."""
+    # Share of training clips whose context frames stay unmasked while only the last frame is masked:
+    # rollouts always predict a fully masked frame after a complete context, which tinyworlds' scheme
+    # (every frame masked at the same ratio) rarely shows the model. 0 keeps tinyworlds' training.
+    future_mask_prob: Optional[float] = field(default=None, metadata={"rule": SHARE})
+    # Share of training clips with a pause: from a random frame on, the clip repeats that frame for a
+    # random number of frames (possibly to the end), then goes on. Game footage rarely shows a still
+    # context window, or a move out of one: without such clips a held NOOP makes the model drop the
+    # agent once the context is still, and the first move after a stop loses it (1 in 10 moves after
+    # a still window on maze). The LAM codes the pause from the frames (no true action is used).
+    # 0: tinyworlds.
+    pause_clip_prob: Optional[float] = field(default=None, metadata={"rule": SHARE})
+
+    def __post_init__(self):
+        preset = preset_training(self.preset, "dynamics") if isinstance(self.preset, str) else {}
+        for name in DYNAMICS_TRAINING_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, float(preset.get(name, 0.0)))
+
+
+DYNAMICS_TRAINING_FIELDS = ("future_mask_prob", "pause_clip_prob")
+# stage -> its training config class (TrainConfig for the others)
+STAGE_TRAIN_CONFIGS = {"dynamics": DynamicsTrainConfig}
+
+
+def stage_train_config(stage: str, train: TrainConfig) -> TrainConfig:
+    """train as the stage's training config class: a plain TrainConfig given for the dynamics gains the
+    preset's clip settings; a DynamicsTrainConfig given for another stage loses them (only the
+    dynamics is trained on them)."""
+    cls = STAGE_TRAIN_CONFIGS.get(stage, TrainConfig)
+    if type(train) is cls:
+        return train.validate()
+    return cls(**{k: v for k, v in dataclasses.asdict(train).items() if k in _fields(cls)})
 
 
 # -- configs -----------------------------------------------------------------------------------
@@ -111,7 +154,9 @@ class StageStep:
             self.tokenizer = load_model(os.path.join(run_dir, "tokenizer"), "tokenizer", device)
             self.lam = load_model(os.path.join(run_dir, "actions"), "actions", device)
 
-    def __call__(self, model, frames, true_actions, noise=None):
+    def __call__(self, model, frames, true_actions, noise=None, pause=None):
+        """noise: the dynamics' MaskGIT draws (see DynamicsModel.training_loss); pause: (pause_from [B],
+        pause_len [B]) for pause_clips, None for clips as sampled."""
         if self.stage == "tokenizer":
             recon, loss, m = model(frames)
             m["mse"] = (recon.detach().float() - frames).pow(2).mean()
@@ -120,14 +165,26 @@ class StageStep:
             _, loss, m = model(frames)
             m["true_actions"] = true_actions
             return loss, m
-        if noise is not None and len(noise) > 4:                               # pause_clip_prob > 0
-            frames, noise = model.pause_clips(frames, noise[4], noise[5]), noise[:4]
+        if pause is not None:
+            frames = pause_clips(frames, *pause)
         with torch.no_grad():
             idx = self.tokenizer.encode(frames, check=False)                    # [B, T, P]
             lat = self.tokenizer.latents(idx, check=False)                      # [B, T, P, L]
             act = self.lam.encode(frames)                                       # [B, T-1, A]
         _, loss, m = model.training_loss(lat, idx, act, noise=noise)
         return loss, m
+
+
+def pause_clips(frames, pause_from, pause_len=None):
+    """frames [B, T, ...], pause_from [B] int, pause_len [B] int: a pause of pause_len[b] frames that repeat
+    frame pause_from[b] - 1, after which the clip goes on from frame pause_from[b] (pause_len None: the pause
+    lasts to the end; pause_from >= T leaves a clip as it is)."""
+    T = frames.shape[1]
+    t = torch.arange(T, device=frames.device)[None, :]
+    start = pause_from[:, None]
+    length = torch.full_like(start, T) if pause_len is None else pause_len[:, None]
+    src = torch.where(t < start, t, torch.where(t < start + length, start - 1, t - length))   # [B, T]
+    return frames[torch.arange(frames.shape[0], device=frames.device)[:, None], src]
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -234,37 +291,39 @@ class _StageModule(nn.Module):
         self.net = net
         self.step_fn = step_fn   # a plain object: the frozen earlier stages are neither trained nor synced
 
-    def forward(self, frames, actions, noise=None):
-        return self.step_fn(self.net, frames, actions, noise)
+    def forward(self, frames, actions, noise=None, pause=None):
+        return self.step_fn(self.net, frames, actions, noise, pause)
 
 
-def _maskgit_noise(model, seed: int, step: int, clip_ids, T: int, P: int, device):
+def _maskgit_noise(train: DynamicsTrainConfig, step: int, clip_ids, T: int, P: int, device):
     """MaskGIT randomness for this process's clips: the batch's mask ratio from a stream keyed by
-    (seed, step), each clip's uniforms [T, P], kept frames [1, P] and clip draw from one keyed by
+    (seed, step), each clip's uniforms [T, P], kept frames [1, P] and clip draws from one keyed by
     (seed, step, clip) -- the same masks for a clip whatever the number of processes.
-    -> ((ratio [], uniforms [b, T, P], keep_frame [b, 1, P], clip_u [b][, pause_from [b], pause_len [b]]),
-    number of masked tokens); pause_from (first repeated frame, T for none) and pause_len (1 .. T - pause_from)
-    only with pause_clip_prob > 0."""
+    -> (noise: (ratio [], uniforms [b, T, P], keep_frame [b, 1, P], last_frame_only [b] bool or None),
+    pause: (pause_from [b], pause_len [b]) or None, number of masked tokens). last_frame_only: the clips
+    drawn under train.future_mask_prob (None when it is 0); pause (only when train.pause_clip_prob > 0):
+    pause_from is the first repeated frame (T for none) and pause_len 1 .. T - pause_from."""
     from wmfast.data.clips import keyed_rng
 
-    ratio = np.float32(0.5) + np.float32(0.5) * keyed_rng(seed, step).random(dtype=np.float32)
-    uniforms, keep, clip_u, pause, pause_len = [], [], [], [], []
-    pause_prob = model.config.pause_clip_prob
+    ratio = np.float32(0.5) + np.float32(0.5) * keyed_rng(train.seed, step).random(dtype=np.float32)
+    uniforms, keep, clip_u, pause_from, pause_len = [], [], [], [], []
     for clip in clip_ids.tolist():
-        g = keyed_rng(seed, step, clip)
+        g = keyed_rng(train.seed, step, clip)
         uniforms.append(g.random((T, P), dtype=np.float32))
         keep.append(g.integers(0, T, size=(1, P)))
         clip_u.append(g.random(dtype=np.float32))
-        if pause_prob > 0:   # drawn last: the draws above stay the same with or without pauses
-            start = int(g.integers(1, T)) if g.random() < pause_prob else T
-            pause.append(start)
+        if train.pause_clip_prob > 0:   # drawn last: the draws above stay the same with or without pauses
+            start = int(g.integers(1, T)) if g.random() < train.pause_clip_prob else T
+            pause_from.append(start)
             pause_len.append(int(g.integers(1, T - start + 1)) if start < T else 0)
+    last_frame_only = (torch.tensor(clip_u, device=device) < train.future_mask_prob
+                       if train.future_mask_prob > 0 else None)
     noise = (torch.tensor(ratio, device=device), torch.from_numpy(np.stack(uniforms)).to(device),
-             torch.from_numpy(np.stack(keep)).to(device), torch.tensor(clip_u, device=device))
-    masked = int(model.training_mask(*noise).sum())
-    if pause:
-        noise = noise + (torch.tensor(pause, device=device), torch.tensor(pause_len, device=device))
-    return noise, masked
+             torch.from_numpy(np.stack(keep)).to(device), last_frame_only)
+    masked = int(DynamicsModel.training_mask(*noise).sum())
+    pause = ((torch.tensor(pause_from, device=device), torch.tensor(pause_len, device=device))
+             if train.pause_clip_prob > 0 else None)
+    return noise, pause, masked
 
 
 INDEX_KEYS = ("indices", "action_indices", "true_actions")
@@ -303,9 +362,20 @@ EARLIER = {"tokenizer": (), "actions": ("tokenizer",), "dynamics": ("actions", "
 
 
 def saved_train_config(run_dir, stage: str):
-    """The TrainConfig a stage was trained with (None when it has none)."""
+    """The training config a stage was trained with, as its stage's class (None when it has none).
+    A dynamics run from before DynamicsTrainConfig kept future_mask_prob / pause_clip_prob in its
+    config.json: those values are the ones it was trained with, so they win over the preset's."""
     path = os.path.join(run_dir, stage, TRAIN_CONFIG)
-    return TrainConfig.from_dict(load_json(path), source=path) if os.path.exists(path) else None
+    if not os.path.exists(path):
+        return None
+    values = load_json(path)
+    cls = STAGE_TRAIN_CONFIGS.get(stage, TrainConfig)
+    model_path = os.path.join(run_dir, stage, "config.json")
+    if cls is DynamicsTrainConfig and isinstance(values, dict) and os.path.exists(model_path):
+        model_values = load_json(model_path)
+        if isinstance(model_values, dict):
+            values = {**{k: model_values[k] for k in DYNAMICS_TRAINING_FIELDS if k in model_values}, **values}
+    return cls.from_dict(values, source=path)
 
 
 def stage_data(stage: str, run_dir, data, resume: bool, force: bool):
@@ -334,7 +404,8 @@ def stage_data(stage: str, run_dir, data, resume: bool, force: bool):
 
 def resume_config(folder, saved: TrainConfig, requested, cfg, overrides: dict, force: bool) -> TrainConfig:
     """The TrainConfig a resumed run continues with: the saved one; a requested one must agree on
-    RESUME_FIELDS (force: the requested values win) and --set must agree with the saved model."""
+    RESUME_FIELDS, and a requested DynamicsTrainConfig also on its clip settings (force: the requested
+    values win); --set must agree with the saved model."""
     clash = {k: (v, getattr(cfg, k, None)) for k, v in (overrides or {}).items() if getattr(cfg, k, None) != v}
     if clash:
         k, (want, have) = next(iter(clash.items()))
@@ -342,7 +413,9 @@ def resume_config(folder, saved: TrainConfig, requested, cfg, overrides: dict, f
                           f"(a trained model's config cannot change); drop --set")
     if requested is None:
         return saved
-    diff = [k for k in RESUME_FIELDS if getattr(requested, k) != getattr(saved, k)]
+    both_dynamics = isinstance(requested, DynamicsTrainConfig) and isinstance(saved, DynamicsTrainConfig)
+    fields = RESUME_FIELDS + (DYNAMICS_TRAINING_FIELDS if both_dynamics else ())
+    diff = [k for k in fields if getattr(requested, k) != getattr(saved, k)]
     if diff and not force:
         k = diff[0]
         raise WmfastError(f"cannot resume {folder}: {k}={getattr(requested, k)!r} but the run was started with "
@@ -364,7 +437,8 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
 
     data: a dataset spec for wmfast.data.load_dataset, or a dataset object; None: the data the
     run's earlier stages were trained on (saved in STAGE/data.json), else the default game.
-    model: overrides for the stage's config dataclass.
+    train: a TrainConfig (the dynamics' is made a DynamicsTrainConfig: the preset's clip settings
+    unless it is one already). model: overrides for the stage's config dataclass.
     resume: continue STAGE/train_state.pt; preset, schedule, --set and data must match the saved
     run unless force=True.
     callback(step, model): called after every optimizer step (tests use it to interrupt)."""
@@ -373,7 +447,7 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
     if stage not in STAGES:
         raise WmfastError(f"unknown stage {stage!r} (choose from {list(STAGES)})")
     requested = train
-    train = (train or TrainConfig()).validate()
+    train = stage_train_config(stage, train or TrainConfig())
     folder = os.path.join(run_dir, stage)
     state_path = os.path.join(folder, TRAIN_STATE)
     require_earlier_stages(stage, run_dir)
@@ -381,7 +455,9 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
     if resume:
         if not os.path.exists(state_path):
             raise WmfastError(f"nothing to resume: {state_path} does not exist")
-        saved = TrainConfig.from_dict(load_json(os.path.join(folder, TRAIN_CONFIG)))
+        saved = saved_train_config(run_dir, stage)
+        if saved is None:
+            raise WmfastError(f"cannot resume {folder}: missing file {os.path.join(folder, TRAIN_CONFIG)}")
         _, cfg = load_config(folder, stage)
         train = resume_config(folder, saved, requested, cfg, model, force)
     else:
@@ -445,12 +521,12 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
                 # This process's share of the step's global batch (the same clips for any process count).
                 frames, actions, clip_ids = sampler.batch_at(step, train.batch_size, rank, world)
                 frames, actions = frames.to(device, non_blocking=True), actions.to(device)
-                noise, weight = None, float(frames.shape[0])
+                noise, pause, weight = None, None, float(frames.shape[0])
                 if stage == "dynamics":
-                    noise, weight = _maskgit_noise(net, train.seed, step, clip_ids, clip_frames, cfg.num_patches,
-                                                   device)
+                    noise, pause, weight = _maskgit_noise(train, step, clip_ids, clip_frames, cfg.num_patches,
+                                                          device)
                 with _autocast(device):
-                    loss, m = forward(frames, actions, noise)
+                    loss, m = forward(frames, actions, noise, pause)
                 g_loss, g_m, stop_now, scale = _global_step(loss, m, weight, stop.requested, device)
                 if not math.isfinite(g_loss):
                     raise WmfastError(f"{stage}: loss became {g_loss} at step {step}; lower --lr")

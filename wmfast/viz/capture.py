@@ -36,7 +36,7 @@ from wmfast.errors import WmfastError
 from wmfast.nn import capture_flag as flag
 
 # Class name -> readable prefix for the models we ship; other models use their class name.
-MODEL_NAMES = {"VideoTokenizer": "tokenizer", "LatentActionModel": "lam", "DynamicsModel": "dynamics"}
+MODEL_NAMES = {"VideoTokenizer": "tokenizer", "TransformerLam": "lam", "ConvLam": "lam", "DynamicsModel": "dynamics"}
 # Module-path parts dropped or renamed for readability.
 DROP_PARTS = {"transformer", "_orig_mod"}
 RENAME_PARTS = {"spatial_attn": "spatial", "temporal_attn": "temporal", "multihead_attn": "cross_attn"}
@@ -46,7 +46,7 @@ KEEP_CHOICES = ("all", "first", "last")
 # -- which modules attend ------------------------------------------------------------------------
 def attention_classes():
     """The module classes whose calls are captured (imported here: the models import wmfast.viz)."""
-    from wmfast.models.latent_actions import WindowedActionHead
+    from wmfast.models.lam import WindowedActionHead
     from wmfast.nn.transformer import Attention
 
     return (Attention, WindowedActionHead, nn.MultiheadAttention)

@@ -1,8 +1,9 @@
 """`wmfast eval`: the evaluator (wmfast.evaluate.evaluate_run) and, with --long-play, the long-play
 harness (wmfast.eval.long_play.long_play_run) from the command line."""
 import argparse
+import os
 
-from wmfast.cli import command, positive_int
+from wmfast.cli.common import choice_list, deprecated_alias, nonneg_int, positive_int
 
 
 def mode_list(text):
@@ -24,37 +25,29 @@ def mode_list(text):
 mode_list.__name__ = "comma-separated modes"
 
 
-def choice_list(*allowed):
-    """An argparse type: a comma-separated subset of `allowed`."""
-    def parse(text):
-        values = [v.strip() for v in str(text).split(",") if v.strip()]
-        bad = [v for v in values if v not in allowed]
-        if bad or not values:
-            raise argparse.ArgumentTypeError(f"must be comma-separated values from {list(allowed)}, got {text!r}")
-        return values
-    parse.__name__ = "comma-separated values"
-    return parse
-
-
-@command
-def add_eval(sub, bench):
+def add_commands(sub):
     p = sub.add_parser("eval", help="evaluate a run on held-out episodes: action NMI/purity, code usage, PSNR per "
-                                    "step vs copy-last-frame, ΔtPSNR, controls sheet; writes RUN/action_map.json")
+                                    "step vs copy-last-frame, ΔtPSNR, controls sheet; writes RUN/action_map.json",
+                       epilog="examples:\n  wmfast eval --run runs/maze --episodes 32\n"
+                              "  wmfast eval --run runs/maze --long-play 500 --modes compat:10,fast:2 --seed 3 --out lp/")
     p.add_argument("--run", required=True, help="run directory (tokenizer/, actions/, dynamics/)")
     p.add_argument("--data", default=None, help="dataset: .h5 file, video/PNG folder, game:NAME or atari:GAME "
                                                 "(held out exactly as the trainer split it; default: the data "
                                                 "the run was trained on)")
-    p.add_argument("--episodes", type=int, default=16, help="held-out clips for the rollout metrics (action "
-                                                            "metrics use every held-out transition)")
-    p.add_argument("--horizon", type=int, default=8, help="frames generated per clip")
-    p.add_argument("--steps", type=int, default=8, help="MaskGIT steps per frame")
-    p.add_argument("--seed", type=int, default=0, help="clip sampling and random-action seed")
+    p.add_argument("--episodes", type=positive_int, default=16, help="held-out clips for the rollout metrics (action "
+                                                                     "metrics use every held-out transition)")
+    p.add_argument("--horizon", type=positive_int, default=8, help="frames generated per clip")
+    p.add_argument("--maskgit-steps", type=positive_int, default=8, help="MaskGIT steps per frame")
+    deprecated_alias(p, "--steps", "--maskgit-steps")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="clip sampling and random-action seed")
     p.add_argument("--json", default=None, help="write the numbers here (default: OUT/metrics.json)")
     p.add_argument("--out", default=None, help="folder for confusion.png, psnr.png, controls.png/.gif, rollout.gif "
                                                "(default: RUN/eval)")
     p.add_argument("--no-map", action="store_true", help="do not write RUN/action_map.json")
+    p.add_argument("--map-steps", type=positive_int, default=None,
+                   help="optimizer steps of the frame-conditioned action map's fit (default: 1500)")
     g = p.add_argument_group("long play (--long-play): the World against the real embedded game replaying its "
-                                "actions; writes OUT/long_play.json, .png and .gif")
+                             "actions; writes OUT/long_play.json, .png and .gif")
     g.add_argument("--long-play", type=positive_int, default=None, metavar="FRAMES",
                    help="run only the long-play harness, FRAMES generated frames per game (the issue's default: 500)")
     g.add_argument("--modes", type=mode_list, default=None,
@@ -65,22 +58,18 @@ def add_eval(sub, bench):
     g.add_argument("--actions", type=choice_list("random", "policy"), default=["random", "policy"],
                    help="action streams: random held actions (1-7 steps each) and the game's own policy")
     g.add_argument("--games", type=positive_int, default=8, help="games played side by side (one World batch)")
-    p.epilog = ("examples:\n  wmfast eval --run runs/maze --episodes 32\n"
-                "  wmfast eval --run runs/maze --long-play 500 --modes compat:10,fast:2 --seed 3 --out lp/")
     p.set_defaults(func=_eval)
 
 
 def _eval(a):
-    import os
-
     if a.long_play:
         return _long_play(a)
     from wmfast.evaluate import evaluate_run, format_table
 
     out = a.out or os.path.join(a.run, "eval")
     json_path = a.json or os.path.join(out, "metrics.json")
-    report = evaluate_run(a.run, a.data, episodes=a.episodes, horizon=a.horizon, steps=a.steps, seed=a.seed,
-                          out=out, json_path=json_path, write_map=not a.no_map)
+    report = evaluate_run(a.run, a.data, episodes=a.episodes, horizon=a.horizon, steps=a.maskgit_steps, seed=a.seed,
+                          out=out, json_path=json_path, write_map=not a.no_map, map_steps=a.map_steps)
     print(format_table(report))
     if report.get("action_map_file"):
         print(f"action map: {report['action_map_file']}")
@@ -88,8 +77,6 @@ def _eval(a):
 
 
 def _long_play(a):
-    import os
-
     from wmfast.eval.long_play import DEFAULT_MODES, format_long_play, long_play_run
 
     out = a.out or os.path.join(a.run, "eval")

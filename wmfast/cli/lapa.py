@@ -1,11 +1,12 @@
 """`wmfast lapa train | eval | extract | classifier`: thin wrappers over wmfast.lapa."""
 import json
 
-from wmfast.cli import _parse_overrides, command
+from wmfast.cli.common import deprecated_alias, device_name, nonneg_int, number, parse_overrides, positive_float, \
+    positive_int
+from wmfast.errors import WmfastError
 
 
-@command
-def add_lapa(sub, bench):
+def add_commands(sub):
     lapa = sub.add_parser("lapa", help="LAPA-style latent-action VQ-VAE on frame pairs (Atari Breakout)")
     cmds = lapa.add_subparsers(dest="lapa_command", required=True)
 
@@ -14,13 +15,16 @@ def add_lapa(sub, bench):
                                                  "a folder DIR/<episode>/0.png,1.png,..., or atari:Breakout:N")
     p.add_argument("--run", required=True, help="run directory (the model goes to RUN/lapa/)")
     p.add_argument("--config", default="lapa-breakout", help="lapa-breakout (full width) or lapa-breakout-small (CPU)")
-    p.add_argument("--iterations", type=int, default=None, help="default: the config's recipe (100,000 full width)")
-    p.add_argument("--batch-size", type=int, default=None, help="frame pairs per step (default: the config's)")
-    p.add_argument("--grad-accum", type=int, default=None, help="batches per optimizer step (default: the config's)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 episode split")
+    p.add_argument("--steps", dest="iterations", type=nonneg_int, default=None,
+                   help="optimizer steps (default: the config's recipe, 100,000 full width)")
+    deprecated_alias(p, "--iterations", "--steps")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="frame pairs per step (default: the config's)")
+    p.add_argument("--grad-accum", type=positive_int, default=None,
+                   help="batches per optimizer step (default: the config's)")
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--device", type=device_name, default=None)
+    p.add_argument("--seed", type=nonneg_int, default=None)
+    p.add_argument("--split-seed", type=nonneg_int, default=0, help="seed of the 80/10/10 episode split")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--no-classifier", action="store_true", help="skip the code -> action classifier at the end")
     p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases in offline mode")
@@ -32,7 +36,8 @@ def add_lapa(sub, bench):
     p.add_argument("--run", required=True)
     p.add_argument("--data", default=None, help="default: the data the run was trained on")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which episodes to score")
-    p.add_argument("--max-pairs", type=int, default=None, help="score at most this many frame pairs (default: all)")
+    p.add_argument("--max-pairs", type=positive_int, default=None,
+                   help="score at most this many frame pairs (default: all)")
     p.add_argument("--best", action="store_true", help="score best/ (best val loss) instead of the last weights")
     p.add_argument("--out", default=None, help="default: RUN/lapa/eval_<split>/")
     p.add_argument("--device", default="cpu")
@@ -49,8 +54,9 @@ def add_lapa(sub, bench):
     p = cmds.add_parser("classifier", help="(re)train the code -> true action classifier; test accuracy vs majority")
     p.add_argument("--run", required=True)
     p.add_argument("--data", default=None)
-    p.add_argument("--labelled-fraction", type=float, default=1.0, help="share of training pairs whose true action is used")
-    p.add_argument("--epochs", type=int, default=60, help="classifier training epochs")
+    p.add_argument("--labelled-fraction", type=number(float, 0, lo_open=True, hi=1), default=1.0,
+                   help="share of training pairs whose true action is used")
+    p.add_argument("--epochs", type=positive_int, default=60, help="classifier training epochs")
     p.set_defaults(func=_classifier)
 
 
@@ -60,13 +66,11 @@ def _train(a):
     from wmfast.lapa.train import TRAIN_RECIPES, LapaTrainConfig, train_lapa
     from wmfast.models.lapa import LapaConfig
 
-    sets = _parse_overrides(a.set)
+    sets = parse_overrides(a.set)
     train_keys = {f.name for f in dataclasses.fields(LapaTrainConfig)}
     model_keys = {f.name for f in dataclasses.fields(LapaConfig)}
     unknown = sorted(set(sets) - train_keys - model_keys)
     if unknown:
-        from wmfast.errors import WmfastError
-
         raise WmfastError(f"--set: unknown keys {unknown}")
     train = LapaTrainConfig(**{**TRAIN_RECIPES.get(a.config, {}), **{k: v for k, v in sets.items() if k in train_keys}})
     flags = {"iterations": a.iterations, "batch_size": a.batch_size, "grad_accum": a.grad_accum, "lr": a.lr,

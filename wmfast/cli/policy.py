@@ -1,0 +1,91 @@
+"""`wmfast policy train|eval|dream`: thin wrappers over wmfast.policy."""
+from wmfast.cli.common import deprecated_alias, device_name, nonneg_int, number, positive_float, positive_int, \
+    positive_int_list
+
+
+def add_commands(sub):
+    pol = sub.add_parser("policy", help="image -> action-chunk policies (BC, chunk MLP, ACT): train, eval, dream")
+    cmds = pol.add_subparsers(dest="policy_command", required=True)
+    p = cmds.add_parser("train", help="train on expert data + DAgger rounds (the ACT recipe by default)")
+    p.add_argument("--kind", choices=["bc", "chunk", "act"], default="act", help="policy architecture")
+    p.add_argument("--data", default="game:reach", help="game:reach (expert + DAgger), a reach .h5, game:pong, "
+                                                        "game:maze or any dataset with action ids")
+    p.add_argument("--run", required=True, help="run directory to write")
+    p.add_argument("--samples", type=positive_int, default=10000, help="training samples in all (expert + DAgger)")
+    p.add_argument("--epochs", type=nonneg_int, default=0, help="epochs in all (half on expert data, rest over "
+                                                                "rounds); 0: auto = 20, 120 with --teacher")
+    p.add_argument("--dagger-rounds", type=nonneg_int, default=2, help="DAgger rounds after the expert data")
+    p.add_argument("--dagger-horizon", type=positive_int, default=2,
+                   help="actions per inference while the learner drives")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="samples per optimizer step")
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--chunk", type=positive_int, default=8, help="actions per chunk (bc: 1)")
+    p.add_argument("--size", type=nonneg_int, default=0, help="frame size (default 128 for reach, 64 for discrete games)")
+    p.add_argument("--teacher", default="", help="discrete embedded game: train on a scripted teacher's episodes "
+                                                 "+ DAgger instead of the dataset (game:pong: tracker = aiming, "
+                                                 "or centre)")
+    p.add_argument("--episode-steps", type=positive_int, default=200, help="steps per teacher / DAgger episode")
+    p.add_argument("--shift", type=number(int, -1), default=-1, help="random translation augmentation, max pixels "
+                   "per axis (-1: auto = whole frame for reach, off for discrete; 0: off)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--threads", type=nonneg_int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda when available), cpu or cuda")
+    p.set_defaults(func=_train)
+
+    p = cmds.add_parser("eval", help="play held-out episodes per actions-per-inference horizon; table, plot, GIFs")
+    p.add_argument("--run", required=True, help="a policy run directory")
+    p.add_argument("--episodes", type=positive_int, default=100)
+    p.add_argument("--horizon", type=positive_int_list, default="8,4,2", help="actions per inference, comma-separated")
+    p.add_argument("--ensemble", action="store_true", help="also run ACT's temporal ensembling (replan every step)")
+    p.add_argument("--seed", type=nonneg_int, default=1000, help="picks the held-out episodes")
+    p.add_argument("--episode-steps", type=positive_int, default=1000,
+                   help="discrete games: steps per episode (points are rare: score over many steps)")
+    deprecated_alias(p, "--steps", "--episode-steps")
+    p.add_argument("--json", default=None, help="also write the report here")
+    p.add_argument("--out", default=None, help="folder for eval.json, eval.png and GIFs (default RUN/eval)")
+    p.set_defaults(func=_eval)
+
+    p = cmds.add_parser("dream", help="run a policy on a world model's frames, beside the real game (GIF + PSNR)")
+    p.add_argument("--policy", required=True, help="a policy run directory (trained on an embedded game)")
+    p.add_argument("--world", required=True, help="a world-model run directory with action_map.json")
+    p.add_argument("--frames", type=positive_int, default=32, help="dreamed frames (policy steps)")
+    deprecated_alias(p, "--steps", "--frames")
+    p.add_argument("--horizon", type=positive_int, default=2, help="actions per inference")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--mode", choices=["compat", "fast"], default="fast", help="World mode of the dream rollout")
+    p.add_argument("--maskgit-steps", type=positive_int, default=4, help="MaskGIT steps per dreamed frame")
+    p.add_argument("--out", default=None, help="GIF path (default POLICY/dream.gif); a JSON lands beside it")
+    p.set_defaults(func=_dream)
+
+
+def _train(a):
+    from wmfast.policy.train import PolicyTrainConfig, train_policy
+
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    cfg = PolicyTrainConfig(kind=a.kind, data=a.data, samples=a.samples, epochs=a.epochs, dagger_rounds=a.dagger_rounds,
+                            dagger_horizon=a.dagger_horizon, batch_size=a.batch_size, lr=a.lr, chunk=a.chunk,
+                            frame_size=a.size, seed=a.seed, device=a.device, teacher=a.teacher,
+                            episode_steps=a.episode_steps, shift=a.shift)
+    s = train_policy(a.run, cfg)
+    print(f"{a.run}: {s['kind']} policy, {s['params']:,} params, {s['samples']} samples, {s['steps']} steps, "
+          f"{s['seconds']:.0f} s, val_loss {s['val_loss']:.4g}")
+
+
+def _eval(a):
+    from wmfast.policy.evaluate import evaluate_policy, format_table
+
+    report = evaluate_policy(a.run, a.episodes, ",".join(map(str, a.horizon)), a.seed, a.json, a.ensemble, a.out,
+                             steps=a.episode_steps)
+    print(format_table(report))
+
+
+def _dream(a):
+    from wmfast.policy.dream import dream
+
+    r = dream(a.policy, a.world, steps=a.frames, horizon=a.horizon, seed=a.seed, out=a.out, mode=a.mode,
+              maskgit_steps=a.maskgit_steps)
+    print(f"{r['gif']}: dreamed {len(r['psnr'])} steps, mean PSNR vs the real game {r['mean_psnr']:.2f} dB, "
+          f"action agreement {r['action_agreement']:.2f}")
