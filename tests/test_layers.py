@@ -18,6 +18,16 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def import_layers():
+    """tools/import_layers.py (not a package): its Tarjan cycle finder serves the tests too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("import_layers", os.path.join(ROOT, "tools", "import_layers.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 SOURCES = {"wmfast": "wmfast", "export": "wmfast.export", "kernels": "wmfast.kernels"}   # folder -> package
 
 BASE, OPS, NN, MODELS, ENGINE, APPS, CLI = range(7)
@@ -147,33 +157,7 @@ def cycles(all_edges) -> list:
     for src, dst, _ in all_edges:
         if not dst.startswith(src + ".") and not src.startswith(dst + "."):
             graph.setdefault(src, set()).add(dst)
-    index, low, stack, on_stack, groups = {}, {}, [], set(), []
-
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            group = set()
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                group.add(w)
-                if w == v:
-                    break
-            if len(group) > 1:
-                groups.append(sorted(group))
-
-    for v in list(graph):
-        if v not in index:
-            visit(v)
-    return groups
+    return import_layers().cycles(graph)
 
 
 def test_no_upward_imports():

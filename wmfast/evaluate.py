@@ -384,7 +384,7 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
     held, settings = held_out_episodes(ds, run)
     C, K = model.dynamics.config.context_length, model.lam.num_actions
     window = lam_window(run, model)
-    report = {"run": run, "data": os.fspath(spec), "held_out_episodes": held, "split": settings,
+    report = {"run": os.path.relpath(run), "data": os.fspath(spec), "held_out_episodes": held, "split": settings,
               "lam_window": window, "change_threshold": CHANGE_THRESHOLD, "num_latent_actions": K,
               "seed": seed, "notes": []}
 
