@@ -384,7 +384,7 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
     held, settings = held_out_episodes(ds, run)
     C, K = model.dynamics.config.context_length, model.lam.num_actions
     window = lam_window(run, model)
-    report = {"run": os.path.relpath(run), "data": os.fspath(spec), "held_out_episodes": held, "split": settings,
+    report = {"run": path_for_report(run), "data": os.fspath(spec), "held_out_episodes": held, "split": settings,
               "lam_window": window, "change_threshold": CHANGE_THRESHOLD, "num_latent_actions": K,
               "seed": seed, "notes": []}
 
@@ -456,6 +456,13 @@ def write_pictures(report: dict, out: str, action_map=None) -> dict:
     if "confusion" in report:
         files["confusion_png"] = plot_confusion(report, os.path.join(out, "confusion.png"))
     return files
+
+
+def path_for_report(path) -> str:
+    """A path under the working directory is recorded relative, so a shipped report names no machine."""
+    path = os.fspath(path)
+    relative = os.path.relpath(path)
+    return path if relative.startswith(os.pardir) else relative
 
 
 def plot_psnr(report: dict, path: str) -> str:
