@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from wmfast.config import load_json, save_json
 from wmfast.errors import WmfastError
+from wmfast.train.loop import Loop, Stage, optimizer
 
 ACTION_MAP = "action_map.json"
 FRAME_MAP_WEIGHTS = "action_map.safetensors"
@@ -58,6 +59,21 @@ class FrameActionMap(nn.Module):
         return self.head(h) + self.prior(game_actions)                              # [B, K]
 
 
+class FrameMapStage(Stage):
+    """Cross-entropy of the map's code distribution on batches drawn with the given sample weights."""
+    name = "frame-conditioned action map"
+
+    def __init__(self, net, frames, game_actions, codes, weights, batch_size: int, generator):
+        self.model, self.frames, self.game_actions, self.codes = net, frames, game_actions, codes
+        self.weights, self.batch_size, self.generator = weights, batch_size, generator
+
+    def batch(self, step):
+        return [torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.generator)]
+
+    def loss(self, i):
+        return F.cross_entropy(self.model(self.frames[i], self.game_actions[i]), self.codes[i]), {}, float(len(i))
+
+
 FRAME_MAP_STEPS = 1500    # optimizer steps of the frame-conditioned map's fit (wmfast eval --map-steps)
 
 
@@ -71,8 +87,6 @@ def fit_frame_action_map(frames, game_actions, codes, num_game_actions: int, num
     (game action, changed) group is drawn equally often. A player's data rarely shows a move that does
     nothing (into a wall: 2% of maze transitions), yet that is where a map that ignores the frame sends
     the agent through the wall; unbalanced, 15% of blocked RIGHT presses got RIGHT's code."""
-    from tqdm.auto import tqdm
-
     keep = torch.as_tensor(game_actions) >= 0
     frames, game_actions, codes = frames[keep].float(), torch.as_tensor(game_actions)[keep].long(), \
         torch.as_tensor(codes)[keep].long()
@@ -84,13 +98,8 @@ def fit_frame_action_map(frames, game_actions, codes, num_game_actions: int, num
     with torch.random.fork_rng(devices=[]):   # a seeded init that leaves the caller's RNG alone
         torch.manual_seed(seed)
         net = FrameActionMap(num_game_actions, num_latents)
-    opt = torch.optim.Adam(net.parameters(), lr)
-    for _ in tqdm(range(steps), desc="frame-conditioned action map", unit="step", disable=not progress):
-        i = torch.multinomial(weights, batch_size, replacement=True, generator=g)
-        loss = F.cross_entropy(net(frames[i], game_actions[i]), codes[i])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    stage = FrameMapStage(net, frames, game_actions, codes, weights, batch_size, g)
+    Loop(stage, optimizer(net, lr, kind="adam")).run(steps, progress=progress, desc="frame-conditioned action map")
     return net.eval()
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from wmfast.checkpoint import load_state_dict_checked, read_safetensors, save_weights
 from wmfast.config import load_json, save_json
 from wmfast.errors import WmfastError
+from wmfast.train.loop import Loop, Stage, optimizer
 
 WEIGHTS, CONFIG = "classifier.safetensors", "classifier.json"
 
@@ -40,6 +41,37 @@ class CodeClassifier(nn.Module):
     @torch.no_grad()
     def predict(self, codes):
         return self.forward(codes.to(self.embed.weight.device)).argmax(-1)
+
+
+class ClassifierStage(Stage):
+    """Cross-entropy over shuffled epochs of (codes, action) pairs; after each epoch the val accuracy
+    (train accuracy without a val split) picks the best weights."""
+    name = "lapa classifier"
+
+    def __init__(self, clf, x, y, xv, yv, batch_size: int):
+        self.model, self.x, self.y, self.xv, self.yv, self.batch_size = clf, x, y, xv, yv, batch_size
+        self.steps_per_epoch = -(-len(y) // batch_size)
+        self.best, self.best_state, self.perm = -1.0, None, None
+
+    def batch(self, step):
+        i = step % self.steps_per_epoch
+        if i == 0:
+            self.perm = torch.randperm(len(self.y))
+        return [self.perm[i * self.batch_size:(i + 1) * self.batch_size]]
+
+    def loss(self, b):
+        return F.cross_entropy(self.model(self.x[b]), self.y[b]), {}, float(len(b))
+
+    def after_step(self, step, result):
+        if step % self.steps_per_epoch:
+            return None
+        self.model.eval()
+        xs, ys = (self.xv, self.yv) if len(self.yv) else (self.x, self.y)
+        acc = float((self.model.predict(xs) == ys).float().mean())
+        if acc > self.best:
+            self.best, self.best_state = acc, {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.train()
+        return None
 
 
 def load_classifier(folder):
@@ -95,21 +127,9 @@ def train_classifier(run, data=None, labelled_fraction: float = 1.0, epochs: int
     torch.manual_seed(seed)
     cells = int(np.prod(model.config.code_shape)) if model.config.code_shape else 1
     clf = CodeClassifier(model.num_codes, cells, ds.n_actions, action_names=ds.action_names)
-    opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=1e-4)
-    best, best_state = -1.0, None
-    for _ in range(epochs):
-        clf.train()
-        perm = torch.randperm(len(y))
-        for s in range(0, len(y), batch_size):
-            b = perm[s:s + batch_size]
-            loss = F.cross_entropy(clf(x[b]), y[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        clf.eval()
-        acc = float((clf.predict(xv) == yv).float().mean()) if len(yv) else float((clf.predict(x) == y).float().mean())
-        if acc > best:
-            best, best_state = acc, {k: v.clone() for k, v in clf.state_dict().items()}
+    stage = ClassifierStage(clf, x, y, xv, yv, batch_size)
+    Loop(stage, optimizer(clf, lr, 1e-4, kind="adam")).run(epochs * stage.steps_per_epoch, progress=False)
+    best, best_state = stage.best, stage.best_state
     clf.load_state_dict(best_state)
     clf.eval()
     majority = int(torch.bincount(y, minlength=ds.n_actions).argmax())

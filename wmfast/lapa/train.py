@@ -14,21 +14,20 @@ import dataclasses
 import json
 import os
 import resource
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from wmfast.checkpoint import (load_state_dict_checked, load_torch_safe, read_safetensors, save_torch_atomic,
-                               save_weights)
+from wmfast.checkpoint import load_state_dict_checked, read_safetensors, save_weights
 from wmfast.config import Config, load_json, save_json
 from wmfast.errors import WmfastError
 from wmfast.lapa.data import PairData, PairSampler, load_split, save_split, split_episodes
 from wmfast.models.lapa import LapaConfig, LapaModel, named_config
+from wmfast.device import resolve_device
+from wmfast.lapa.evaluate import save_reconstructions, score_pairs
 from wmfast.train import distributed
-from wmfast.train.trainer import _sigterm_as_interrupt, resolve_device, truncate_metrics
+from wmfast.train.loop import Loop, Stage, cosine, optimizer, rng_state, set_rng_state, truncate_metrics
 
 FOLDER, WEIGHTS, CONFIG = "lapa", "model.safetensors", "config.json"
 TRAIN_STATE, TRAIN_CONFIG, METRICS = "train_state.pt", "train_config.json", "metrics.jsonl"
@@ -62,11 +61,6 @@ TRAIN_RECIPES = {
                             "val_every": 250, "val_pairs": 128, "recon_every": 500, "usage_every": 500,
                             "save_every": 500},
 }
-
-
-def lr_at(step: int, train: LapaTrainConfig) -> float:
-    progress = min(1.0, step / max(1, train.iterations))
-    return float(train.lr_final + (train.lr - train.lr_final) * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
 # -- saving and loading ------------------------------------------------------------------------
@@ -127,30 +121,10 @@ def _set_vq_state(vq, s: dict):
     vq.counts.copy_(s["counts"])
 
 
-def _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta):
-    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "optimizer": opt.state_dict(), "step": step, "best_val": best_val,
-             "vq": _vq_state(model.quantizer),
-             "rng": {"torch": torch.get_rng_state(), "sampler": json.dumps(sampler.rng.bit_generator.state)}}
-    if scaler is not None:
-        state["scaler"] = scaler.state_dict()
-    save_torch_atomic(state, os.path.join(folder, TRAIN_STATE))
-    save_lapa(model, folder, metadata={"step": step, **meta})
-    save_json(train.to_dict(), os.path.join(folder, TRAIN_CONFIG))
-
-
 def peak_memory_mib(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB -> MiB (process peak RSS)
-
-
-def _autocast(device, amp: str):
-    if device.type != "cuda" or amp == "none":
-        return torch.autocast("cpu", enabled=False)
-    if amp not in ("bf16", "fp16"):
-        raise WmfastError(f"amp must be bf16, fp16 or none, got {amp!r}")
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 class _Logger:
@@ -174,7 +148,76 @@ def _wandb(folder, config: dict):
     return wandb.init(project="wmfast-lapa", dir=folder, mode="offline", config=config)
 
 
-# -- the loop ----------------------------------------------------------------------------------
+# -- the stage the one loop runs -----------------------------------------------------------------
+
+class LapaStage(Stage):
+    """LAPA on the one loop: grad_accum micro-batches of frame pairs per step (the global batch is
+    drawn the same on every process, each takes its share), validation, samples and code usage."""
+    name = "lapa"
+
+    def __init__(self, model, module, pairs, sampler, val_idx, train: LapaTrainConfig, folder, meta, logger,
+                 device, best_val: float = float("inf")):
+        self.model, self.module, self.pairs, self.sampler, self.val_idx = model, module, pairs, sampler, val_idx
+        self.train, self.folder, self.meta, self.logger, self.device = train, folder, meta, logger, device
+        self.best_val, self.last = best_val, {}
+        self.local_batch = distributed.check_divisible(train.batch_size)
+
+    def batch(self, step):
+        rank, n = distributed.rank(), self.local_batch
+        picks = [self.sampler.idx[self.sampler.rng.integers(0, len(self.sampler.idx), self.train.batch_size)]
+                 for _ in range(self.train.grad_accum)]
+        return [self.pairs.batch(pick[rank * n:(rank + 1) * n], self.device) for pick in picks]
+
+    def loss(self, batch):
+        _, loss, m = self.module(*batch)
+        return loss, {k: v for k, v in m.items() if k != "indices"}, float(batch[0].shape[0])
+
+    def after_step(self, step, result):
+        train, main = self.train, distributed.is_main()
+        row = {"step": step, "loss": result.loss, **result.metrics,
+               "psnr": 10 * np.log10(1.0 / max(result.metrics["mse"], 1e-12)), "lr": result.lr,
+               "grad_norm": result.grad_norm, "it_per_s": 1.0 / result.seconds,
+               "samples_per_s": train.batch_size * train.grad_accum / result.seconds,
+               "peak_mem_mib": peak_memory_mib(self.device)}
+        last_step = step == train.iterations
+        if step % train.log_every == 0 or last_step:
+            self.logger.log(row)
+        self.last.update(row)
+        if main and len(self.val_idx) and (step % train.val_every == 0 or last_step):
+            self.validate(step)
+        if main and (step % train.recon_every == 0 or last_step):
+            idx = self.val_idx if len(self.val_idx) else self.sampler.idx
+            save_reconstructions(self.model, self.pairs, idx[np.linspace(0, len(idx) - 1, 4).astype(int)],
+                                 os.path.join(self.folder, "samples", f"recon_{step:07d}.png"), self.device)
+            self.model.train()
+        if step % train.usage_every == 0 or last_step:
+            if main:
+                _log_usage(self.model, self.folder, step, self.logger, self.last)
+            else:   # usage counts are global (summed over processes): reset them everywhere
+                self.model.quantizer.reset_usage()
+        return {"loss": f"{row['loss']:.4g}", "psnr": f"{row['psnr']:.1f}"}
+
+    def validate(self, step):
+        val = {f"val_{k}": v for k, v in score_pairs(self.model, self.pairs, self.val_idx, self.device).items()}
+        self.model.train()
+        self.logger.log({"step": step, **val})
+        self.last.update(val)
+        if val["val_mse"] < self.best_val:
+            self.best_val = val["val_mse"]
+            save_lapa(self.model, os.path.join(self.folder, "best"), metadata={"step": step, **self.meta})
+
+    def state(self):
+        return {"best_val": self.best_val, "vq": _vq_state(self.model.quantizer), "rng": rng_state(self.sampler.rng)}
+
+    def load_state(self, state):
+        self.best_val = float(state["best_val"])
+        _set_vq_state(self.model.quantizer, state["vq"])
+        set_rng_state(self.sampler.rng, state["rng"])
+
+    def save(self, step):
+        save_lapa(self.model, self.folder, metadata={"step": step, **self.meta})
+        save_json(self.train.to_dict(), os.path.join(self.folder, TRAIN_CONFIG))
+
 
 def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainConfig = None,
                model_overrides: dict = None, resume: bool = False, split_seed: int = 0, callback=None) -> dict:
@@ -184,7 +227,6 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
     config: a named LapaConfig ("lapa-breakout" full width, "lapa-breakout-small" CPU recipe);
     model_overrides: LapaConfig fields; callback(step, model) after each step (tests interrupt with it)."""
     from wmfast.data import load_dataset
-    from wmfast.lapa.evaluate import save_reconstructions, score_pairs
 
     folder = os.path.join(os.fspath(run_dir), FOLDER)
     state_path = os.path.join(folder, TRAIN_STATE)
@@ -207,8 +249,8 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
     # Under torchrun: one process per device, DDP (gloo on CPU, NCCL on GPU); batch_size stays the global batch.
     created_group = distributed.env_world_size() > 1 and not distributed.is_distributed()
     device = distributed.setup(train.device) if distributed.env_world_size() > 1 else resolve_device(train.device)
-    rank, main = distributed.rank(), distributed.is_main()
-    local_batch = distributed.check_divisible(train.batch_size)
+    main = distributed.is_main()
+    distributed.check_divisible(train.batch_size)
     torch.manual_seed(train.seed)
 
     with distributed.main_first():
@@ -229,115 +271,30 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
     model = LapaModel(cfg).to(device)
     if not resume:   # the learned background (when the config has one) starts at the mean training frame
         model.init_background(pairs.frames_at(sampler.idx[np.linspace(0, len(sampler.idx) - 1, 256).astype(int)] + 1))
-    ddp = distributed.wrap(model, device)        # the model itself in one process
-    opt = torch.optim.Adam(model.parameters(), lr=train.lr)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.amp == "fp16" else None
-    start, best_val = 0, float("inf")
-    if resume:
-        st = load_torch_safe(state_path, "train state")
-        load_state_dict_checked(model, st["model"], state_path)
-        opt.load_state_dict(st["optimizer"])
-        start, best_val = int(st["step"]), float(st["best_val"])
-        _set_vq_state(model.quantizer, st["vq"])
-        torch.set_rng_state(st["rng"]["torch"])
-        sampler.rng.bit_generator.state = json.loads(st["rng"]["sampler"])
-        if scaler is not None and "scaler" in st:
-            scaler.load_state_dict(st["scaler"])
-        if main:
-            truncate_metrics(os.path.join(folder, METRICS), start)
     meta = {"data": str(data) if isinstance(data, (str, os.PathLike)) else str(ds.source), "config": config}
     logger = _Logger(os.path.join(folder, METRICS) if main else os.devnull,
                      _wandb(folder, {**cfg.to_dict(), **train.to_dict()}) if train.wandb and main else None)
-
-    model.train()
-    step, last = start, {}
-    bar = tqdm(total=train.iterations, initial=start, desc="train lapa", unit="it",
-               disable=not (train.progress and main),
-               dynamic_ncols=True)
-    try:
-        with _sigterm_as_interrupt():
-            while step < train.iterations:
-                t0 = time.perf_counter()
-                lr = lr_at(step, train)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                opt.zero_grad(set_to_none=True)
-                sums = {}
-                for _ in range(train.grad_accum):
-                    # the global batch (the same draw on every process), then this process's share
-                    pick = sampler.idx[sampler.rng.integers(0, len(sampler.idx), train.batch_size)]
-                    frame_t, frame_t1 = pairs.batch(pick[rank * local_batch:(rank + 1) * local_batch], device)
-                    with _autocast(device, train.amp):
-                        _, loss, m = ddp(frame_t, frame_t1)
-                    if distributed.is_distributed():   # every process decides on the global loss
-                        loss_value = distributed.all_reduce_mean(loss.detach().clone())
-                    else:
-                        loss_value = loss
-                    if not torch.isfinite(loss_value):
-                        raise WmfastError(f"lapa: loss became {float(loss)} at step {step}; lower --lr")
-                    scaled = loss / train.grad_accum
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                    for k, v in {"loss": loss.detach(), **{k: v for k, v in m.items() if k != "indices"}}.items():
-                        sums[k] = sums.get(k, 0.0) + float(v) / train.grad_accum
-                if distributed.is_distributed():       # logged values are over the global batch
-                    sums = dict(zip(sums, distributed.all_reduce_mean(torch.tensor(list(sums.values()),
-                                                                                   dtype=torch.float64, device=device)).tolist()))
-                if scaler is not None:
-                    scaler.unscale_(opt)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                step += 1
-                seconds = time.perf_counter() - t0
-                row = {"step": step, **sums, "psnr": 10 * np.log10(1.0 / max(sums["mse"], 1e-12)),
-                       "lr": lr, "grad_norm": float(grad_norm), "it_per_s": 1.0 / seconds,
-                       "samples_per_s": train.batch_size * train.grad_accum / seconds,
-                       "peak_mem_mib": peak_memory_mib(device)}
-                if step % train.log_every == 0 or step == train.iterations:
-                    logger.log(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4g}", psnr=f"{row['psnr']:.1f}")
-                last.update(row)
-                if main and len(val_idx) and (step % train.val_every == 0 or step == train.iterations):
-                    val = {f"val_{k}": v for k, v in score_pairs(model, pairs, val_idx, device).items()}
-                    model.train()
-                    logger.log({"step": step, **val})
-                    last.update(val)
-                    if val["val_mse"] < best_val:
-                        best_val = val["val_mse"]
-                        save_lapa(model, os.path.join(folder, "best"), metadata={"step": step, **meta})
-                if main and (step % train.recon_every == 0 or step == train.iterations):
-                    idx = val_idx if len(val_idx) else sampler.idx
-                    save_reconstructions(model, pairs, idx[np.linspace(0, len(idx) - 1, 4).astype(int)],
-                                         os.path.join(folder, "samples", f"recon_{step:07d}.png"), device)
-                    model.train()
-                if step % train.usage_every == 0 or step == train.iterations:
-                    if main:
-                        _log_usage(model, folder, step, logger, last)
-                    else:   # usage counts are global (summed over processes): reset them everywhere
-                        model.quantizer.reset_usage()
-                if main and step % train.save_every == 0 and step < train.iterations:
-                    _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
-                bar.update(1)
-                if callback is not None:
-                    callback(step, model)
-    except KeyboardInterrupt:
+    stage = LapaStage(model, distributed.wrap(model, device), pairs, sampler, val_idx, train, folder, meta, logger,
+                      device)
+    loop = Loop(stage, optimizer(model, train.lr, kind="adam"),
+                lr=cosine(train.lr, 0, train.iterations, train.lr_final / train.lr), grad_clip=train.grad_clip,
+                amp=train.amp, device=device, state_path=state_path)
+    start = 0
+    if resume:
+        start = loop.resume()
         if main:
-            _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
-        bar.close()
+            truncate_metrics(os.path.join(folder, METRICS), start)
+    try:   # curves also for a run that was stopped
+        step = loop.run(train.iterations, start, save_every=train.save_every, progress=train.progress,
+                        desc="train lapa", callback=callback)
+    finally:
         if main:
             plot_lapa_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"))
-        raise
-    bar.close()
-    if main:
-        _save_checkpoint(folder, model, opt, scaler, step, sampler, best_val, train, meta)
-        plot_lapa_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"))
+    loop.save(step)
     distributed.barrier()
     if created_group:
         distributed.teardown()
-    return last
+    return stage.last
 
 
 def _log_usage(model, folder, step, logger, last):

@@ -34,6 +34,7 @@ from wmfast.errors import WmfastError
 from wmfast.policy.cnn import KINDS, PolicyConfig, to_input
 from wmfast.policy.io import build_policy, count_params, save_policy
 from wmfast.train import distributed
+from wmfast.train.loop import Loop, Stage, cosine, optimizer
 
 # A discrete teacher's decisions have sharp edges (pong's aiming tracker: a 2-pixel dead band around a
 # target that jumps with the opponent's side), and ACT's 8 queries start equal (zeros): the pong ACT's
@@ -175,13 +176,6 @@ def _split_epochs(total: int, rounds: int):
     return [first] + [rest // rounds + (1 if r < rest % rounds else 0) for r in range(rounds)]
 
 
-def _lr(step, cfg: PolicyTrainConfig, total: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
-
-
 def random_shift(frames: np.ndarray, max_shift: int, rng, background=None) -> np.ndarray:
     """Translate each frame [B, S, S, 3] uint8 by a random integer offset of at most max_shift pixels per
     axis, chosen so that nothing but background leaves the frame: the content's bounding box (pixels that
@@ -226,53 +220,56 @@ def eval_loss(model, data: Samples, discrete: bool, batch: int = 256) -> float:
     return total / n
 
 
+class PolicyStage(Stage):
+    """Behaviour cloning on the one loop: shuffled epochs over `data` (a last batch too small to give
+    every process a sample is skipped), one validation row in metrics.jsonl per epoch."""
+    name = "policy"
+
+    def __init__(self, model, data: Samples, cfg: PolicyTrainConfig, rng, log=None, val: Samples = None):
+        self.model, self.module = model, distributed.wrap(model, next(model.parameters()).device)
+        self.data, self.cfg, self.rng, self.log, self.val = data, cfg, rng, log, val
+        self.discrete = model.config.discrete
+        self.shift, self.background = _shift(cfg, model.config)
+        self.queue, self.epoch_loss, self.epoch_steps, self.epoch_start = [], 0.0, 0, time.time()
+
+    def steps_per_epoch(self) -> int:
+        n, bs, world = len(self.data), self.cfg.batch_size, distributed.world_size()
+        return sum(1 for i in range(0, n, bs) if min(bs, n - i) >= world)
+
+    def batch(self, step):
+        if not self.queue:   # a new epoch
+            perm = self.rng.permutation(len(self.data))
+            batches = [np.sort(perm[i:i + self.cfg.batch_size]) for i in range(0, len(perm), self.cfg.batch_size)]
+            self.queue = [idx for idx in batches if len(idx) >= distributed.world_size()]
+            self.epoch_start = time.time()
+        idx = self.queue.pop(0)
+        return [np.array_split(idx, distributed.world_size())[distributed.rank()]]   # this process's share
+
+    def loss(self, local):
+        loss = _batch(self.module, self.data, local, self.discrete, self.shift, self.rng, self.background)
+        return loss, {}, float(self.data.valid[local].sum())   # a mean over valid targets
+
+    def after_step(self, step, result):
+        self.epoch_loss += result.loss
+        self.epoch_steps += 1
+        if not self.queue and self.log is not None and distributed.is_main():   # the epoch is done
+            self.log({"step": step, "loss": self.epoch_loss / self.epoch_steps,
+                      "val_loss": eval_loss(self.model, self.val, self.discrete), "lr": result.lr,
+                      "samples": len(self.data), "epoch_s": time.time() - self.epoch_start})
+        if not self.queue:
+            self.epoch_loss, self.epoch_steps = 0.0, 0
+        return {"loss": f"{result.loss:.4f}"}
+
+
 def fit(model, data: Samples, epochs: int, cfg: PolicyTrainConfig, opt=None, step: int = 0, total_steps: int = None,
         rng=None, bar=None, log=None, val: Samples = None):
     """Train `model` on `data` for `epochs` epochs (shuffled, last batch partial). Returns (opt, step)."""
-    discrete = model.config.discrete
-    shift, background = _shift(cfg, model.config)
-    net = distributed.wrap(model, next(model.parameters()).device)   # DDP under torchrun, else the model
-    rank, world = distributed.rank(), distributed.world_size()
-    opt = opt or torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = rng or np.random.default_rng(cfg.seed)
+    stage = PolicyStage(model, data, cfg, rng or np.random.default_rng(cfg.seed), log, val)
+    opt = opt or optimizer(model, cfg.lr, cfg.weight_decay)
     total_steps = total_steps or epochs * math.ceil(len(data) / cfg.batch_size)
-    model.train()
-    for epoch in range(epochs):
-        perm = rng.permutation(len(data))
-        run_loss, run_n, t0 = 0.0, 0, time.time()
-        for i in range(0, len(perm), cfg.batch_size):
-            lr = _lr(step, cfg, total_steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            idx = np.sort(perm[i:i + cfg.batch_size])
-            if len(idx) < world:   # a last batch too small to give every process a sample
-                continue
-            local = np.array_split(idx, world)[rank]   # this process's share of the global batch
-            loss = _batch(net, data, local, discrete, shift, rng, background)
-            scale = 1.0
-            if world > 1:   # the loss is a mean over valid targets: weigh each process by its count
-                w = float(data.valid[local].sum())
-                tot = distributed.all_reduce_sum(torch.tensor([float(loss.detach()) * w, w], dtype=torch.float64,
-                                                              device=loss.device))
-                scale, gloss = w * world / max(float(tot[1]), 1.0), float(tot[0]) / max(float(tot[1]), 1.0)
-                loss_value = torch.tensor(gloss)
-            else:
-                loss_value = loss
-            if not torch.isfinite(loss_value):
-                raise WmfastError(f"policy training diverged at step {step} (loss {float(loss_value)}); lower --lr")
-            opt.zero_grad(set_to_none=True)
-            (loss if scale == 1.0 else loss * scale).backward()   # DDP averages: the global batch's gradient
-            opt.step()
-            step += 1
-            value = float(loss_value.detach())
-            run_loss += value
-            run_n += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
-        if log is not None and distributed.is_main():
-            log({"step": step, "loss": run_loss / max(run_n, 1), "val_loss": eval_loss(model, val, discrete),
-                 "lr": lr, "samples": len(data), "epoch_s": time.time() - t0})
+    loop = Loop(stage, opt, lr=cosine(cfg.lr, cfg.warmup_steps, total_steps),
+                device=next(model.parameters()).device)
+    step = loop.run(step + epochs * stage.steps_per_epoch(), step, bar=bar)
     return opt, step
 
 

@@ -1,38 +1,32 @@
-"""One training loop for all three stages.
+"""The world model's three stages on the one training loop (wmfast.train.loop).
 
     train_stage("tokenizer", run_dir, "game:pong")   # then "actions", then "dynamics"
 
 AdamW with warmup + cosine, gradient clipping, bf16 autocast on GPU, optional torch.compile,
-a tqdm bar with rate and ETA, metrics.jsonl + curves.png, and atomic checkpoints:
-model.safetensors + config.json for users, train_state.pt (weights, optimizer, step, RNG
-states; tensors and plain data only) for --resume. A run killed by Ctrl-C / SIGTERM saves
-its last finished step first, so resuming loses nothing and matches an uninterrupted run.
+metrics.jsonl + curves.png, and atomic checkpoints: model.safetensors + config.json for users,
+train_state.pt (weights, optimizer, step, RNG states; tensors and plain data only) for --resume.
+A run killed by Ctrl-C / SIGTERM saves its last finished step first, so resuming loses nothing
+and matches an uninterrupted run. This file holds what is the world model's own: the stages'
+configs, their data and MaskGIT draws, and the checks before anything is written.
 """
-import contextlib
 import dataclasses
-import json
-import math
 import os
-import signal
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from wmfast.checkpoint import STAGES, load_config, load_model, load_state_dict_checked, load_torch_safe, \
-    save_model, save_torch_atomic
+from wmfast.checkpoint import STAGES, load_config, load_model, save_model
 from wmfast.config import Config, Range, load_json, save_json
 from wmfast.device import resolve_device  # noqa: F401  (one definition; lapa and policy import it here)
 from wmfast.errors import WmfastError
 from wmfast.models.dynamics import DynamicsModel
 from wmfast.train import distributed
+from wmfast.train.loop import Loop, Stage, cosine, optimizer, rng_state, set_rng_state, truncate_metrics
 from wmfast.train.metrics import StageMetrics, plot_curves
 from wmfast.train.presets import PRESETS, preset_training, preset_values
-from wmfast.train.schedule import lr_at
 
 TRAIN_STATE, TRAIN_CONFIG, METRICS = "train_state.pt", "train_config.json", "metrics.jsonl"
 
@@ -187,100 +181,6 @@ def pause_clips(frames, pause_from, pause_len=None):
     return frames[torch.arange(frames.shape[0], device=frames.device)[:, None], src]
 
 
-# -- the loop ----------------------------------------------------------------------------------
-
-def _optimizer(model, train: TrainConfig):
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=train.lr, betas=(0.9, 0.95))
-
-
-def _rng_state(sampler) -> dict:
-    return {"torch": torch.get_rng_state(), "sampler": json.dumps(sampler.rng.bit_generator.state)}
-
-
-def _set_rng_state(sampler, state: dict):
-    torch.set_rng_state(state["torch"])
-    sampler.rng.bit_generator.state = json.loads(state["sampler"])
-
-
-def _save_checkpoint(folder, model, opt, step, sampler, train, meta):
-    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "optimizer": opt.state_dict(), "step": step, "rng": _rng_state(sampler)}
-    save_torch_atomic(state, os.path.join(folder, TRAIN_STATE))
-    save_model(model, folder, metadata={"step": step, **meta})
-    save_json(train.to_dict(), os.path.join(folder, TRAIN_CONFIG))
-
-
-def truncate_metrics(path, step):
-    """On resume, drop log lines written after the checkpoint we resume from."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(lines)
-    os.replace(path + ".tmp", path)
-
-
-class _StopRequest:
-    """Ctrl-C / SIGTERM (torchrun forwards both) ask the loop to stop after the step in flight:
-    every process learns of it through the step's all-reduce, so all stop after the same step and
-    rank 0 saves it. A second Ctrl-C interrupts at once (the last finished step is still saved)."""
-
-    def __init__(self):
-        self.requested = False
-
-    @contextlib.contextmanager
-    def installed(self):
-        def handler(signum, frame):
-            if self.requested and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.requested = True
-        try:
-            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        except ValueError:  # not the main thread
-            yield self
-            return
-        try:
-            yield self
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """A killed run (SIGTERM) gets the same chance as Ctrl-C to save its last step."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _signals_ignored():
-    """While a checkpoint is written: a late signal must not cut it short."""
-    try:
-        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 # -- many processes: one module for DDP, keyed randomness, global step values ------------------
 
 class _StageModule(nn.Module):
@@ -326,31 +226,51 @@ def _maskgit_noise(train: DynamicsTrainConfig, step: int, clip_ids, T: int, P: i
     return noise, pause, masked
 
 
-INDEX_KEYS = ("indices", "action_indices", "true_actions")
+# -- the stage the one loop runs -----------------------------------------------------------------
 
+class WorldModelStage(Stage):
+    """One world-model stage on the one loop: this process's share of each step's global batch of
+    clips (the same clips, and for the dynamics the same MaskGIT masks, for any process count)."""
 
-def _global_step(loss, m: dict, weight: float, stop: bool, device):
-    """This process's loss and metrics -> the global batch's (means weighted by each process's
-    share: its clips, or its masked tokens for MaskGIT; code indices gathered), whether any process
-    asked to stop, and the factor that makes DDP's gradient average the global mean's gradient."""
-    keys = [k for k in m if k not in INDEX_KEYS]
-    local = [float(loss.detach())] + [float(m[k]) for k in keys]
-    gathered = {k: m[k] for k in INDEX_KEYS if m.get(k) is not None}
-    if not distributed.is_distributed():
-        return local[0], {**dict(zip(keys, local[1:])), **gathered}, stop, 1.0
-    vec = torch.tensor([x * weight for x in local] + [weight, float(stop)], dtype=torch.float64, device=device)
-    distributed.all_reduce_sum(vec)                                 # one collective for every scalar
-    total = float(vec[-2])
-    values = (vec[:-2] / max(total, 1.0)).tolist()
-    gathered = {k: distributed.all_gather_cat(v) for k, v in gathered.items()}
-    return values[0], {**dict(zip(keys, values[1:])), **gathered}, bool(vec[-1] > 0), \
-        weight * distributed.world_size() / max(total, 1.0)
+    def __init__(self, stage: str, net, module, sampler, train: TrainConfig, cfg, folder: str, meta: dict,
+                 device, main: bool):
+        self.name, self.model, self.module, self.sampler, self.train = stage, net, module, sampler, train
+        self.cfg, self.folder, self.meta, self.device = cfg, folder, meta, device
+        self.clip_frames = train.clip_len + (stage == "dynamics")
+        # Every process keeps the (global) metrics; only rank 0 writes them.
+        self.tracker = StageMetrics(stage, net, os.path.join(folder, METRICS) if main else os.devnull)
 
+    def batch(self, step):
+        frames, actions, clip_ids = self.sampler.batch_at(step, self.train.batch_size, distributed.rank(),
+                                                          distributed.world_size())
+        return [(frames.to(self.device, non_blocking=True), actions.to(self.device), clip_ids, step)]
 
-def _autocast(device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    def loss(self, batch):
+        frames, actions, clip_ids, step = batch
+        noise, pause, weight = None, None, float(frames.shape[0])
+        if self.name == "dynamics":
+            noise, pause, weight = _maskgit_noise(self.train, step, clip_ids, self.clip_frames,
+                                                  self.cfg.num_patches, self.device)
+        loss, m = self.module(frames, actions, noise, pause)
+        return loss, m, weight
+
+    def after_step(self, step, result):
+        self.tracker.update(torch.tensor(result.loss), result.metrics, result.grad_norm, result.lr,
+                            self.train.batch_size, result.seconds)
+        if step % self.train.log_every == 0 or step == self.train.steps:
+            row = self.tracker.flush(step)
+            return {k: f"{row[k]:.3g}" for k in self.tracker.headline if k in row}
+        return None
+
+    def state(self):
+        return {"rng": rng_state(self.sampler.rng)}
+
+    def load_state(self, state):
+        set_rng_state(self.sampler.rng, state["rng"])
+
+    def save(self, step):
+        save_model(self.model, self.folder, metadata={"step": step, **self.meta})
+        save_json(self.train.to_dict(), os.path.join(self.folder, TRAIN_CONFIG))
 
 
 # -- checks before anything is written (issue 19): the run's data, --resume consistency ---------
@@ -468,7 +388,7 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
     # Under torchrun (WORLD_SIZE > 1): join the process group; cuda:LOCAL_RANK + NCCL, or CPU + gloo.
     created_group = distributed.env_world_size() > 1 and not distributed.is_distributed()
     device = distributed.setup(train.device) if distributed.env_world_size() > 1 else resolve_device(train.device)
-    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    main = distributed.is_main()
     distributed.check_divisible(train.batch_size)
     torch.manual_seed(train.seed)
 
@@ -482,19 +402,19 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
                           episodes=train_eps, seed=train.seed)
 
     net = STAGES[stage][0](cfg).to(device)
-    step_fn = StageStep(stage, run_dir, device)
-    module = distributed.wrap(_StageModule(net, step_fn), device)   # DDP (+ synced BatchNorm) when distributed
-    opt = _optimizer(net, train)
+    module = distributed.wrap(_StageModule(net, StageStep(stage, run_dir, device)), device)   # DDP when distributed
+    meta = {"stage": stage, "data": str(data) if isinstance(data, (str, os.PathLike)) else ds.meta.get("source", "")}
+    runner = WorldModelStage(stage, net, torch.compile(module) if train.compile else module, sampler, train, cfg,
+                             folder, meta, device, main)
+    loop = Loop(runner, optimizer(net, train.lr, train.weight_decay, betas=(0.9, 0.95)),
+                lr=cosine(train.lr, train.warmup_steps, train.steps), grad_clip=train.grad_clip,
+                amp="bf16", device=device, state_path=state_path)
     start = 0
     if resume:
-        saved_state = load_torch_safe(state_path)
-        load_state_dict_checked(net, saved_state["model"], state_path)
-        opt.load_state_dict(saved_state["optimizer"])
-        start = int(saved_state["step"])
+        start = loop.resume()
         if start >= train.steps:
             raise WmfastError(f"nothing to resume: {folder} finished its {train.steps} steps "
                               f"(pass --steps N --resume --force to train further)")
-        _set_rng_state(sampler, saved_state["rng"])
         if main:
             truncate_metrics(os.path.join(folder, METRICS), start)
     os.makedirs(folder, exist_ok=True)
@@ -502,70 +422,13 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
         from wmfast.run_data import save_data_record
 
         save_data_record(folder, data_rec)
-    forward = torch.compile(module) if train.compile else module
-    # Every process keeps the (global) metrics; only rank 0 writes them.
-    tracker = StageMetrics(stage, net, os.path.join(folder, METRICS) if main else os.devnull)
-    meta = {"stage": stage, "data": str(data) if isinstance(data, (str, os.PathLike)) else ds.meta.get("source", "")}
-
-    net.train()
-    step = start
-    bar = tqdm(total=train.steps, initial=start, desc=f"train {stage}", unit="it",
-               disable=not (train.progress and main), dynamic_ncols=True)
-    stop, stop_now, finished = _StopRequest(), False, True   # finished: no optimizer step half-done
-    try:
-        with stop.installed():
-            while step < train.steps:
-                t0 = time.perf_counter()
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, train.lr, train.warmup_steps, train.steps)
-                # This process's share of the step's global batch (the same clips for any process count).
-                frames, actions, clip_ids = sampler.batch_at(step, train.batch_size, rank, world)
-                frames, actions = frames.to(device, non_blocking=True), actions.to(device)
-                noise, pause, weight = None, None, float(frames.shape[0])
-                if stage == "dynamics":
-                    noise, pause, weight = _maskgit_noise(train, step, clip_ids, clip_frames, cfg.num_patches,
-                                                          device)
-                with _autocast(device):
-                    loss, m = forward(frames, actions, noise, pause)
-                g_loss, g_m, stop_now, scale = _global_step(loss, m, weight, stop.requested, device)
-                if not math.isfinite(g_loss):
-                    raise WmfastError(f"{stage}: loss became {g_loss} at step {step}; lower --lr")
-                opt.zero_grad(set_to_none=True)
-                (loss if scale == 1.0 else loss * scale).backward()   # DDP averages: global-mean gradient
-                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), train.grad_clip)
-                finished = False
-                opt.step()
-                step += 1
-                finished = True
-                tracker.update(torch.tensor(g_loss), g_m, grad_norm, opt.param_groups[0]["lr"], train.batch_size,
-                               time.perf_counter() - t0)
-                if step % train.log_every == 0 or step == train.steps:
-                    row = tracker.flush(step)
-                    bar.set_postfix({k: f"{row[k]:.3g}" for k in tracker.headline if k in row})
-                if main and step % train.save_every == 0 and step < train.steps:
-                    _save_checkpoint(folder, net, opt, step, sampler, train, meta)
-                bar.update(1)
-                if callback is not None:
-                    callback(step, net)
-                if stop_now:
-                    raise KeyboardInterrupt
-    except (KeyboardInterrupt, RuntimeError) as e:
-        # Ctrl-C, SIGTERM, or a peer process that died (its collectives fail here): keep the last
-        # finished step. Other errors in one process save nothing.
-        if main and finished and (isinstance(e, KeyboardInterrupt) or distributed.is_distributed()):
-            with _signals_ignored():
-                _save_checkpoint(folder, net, opt, step, sampler, train, meta)
-        bar.close()
-        if stop_now:
-            distributed.barrier()   # every process stopped after this step: wait for rank 0's save
-        if isinstance(e, KeyboardInterrupt) and main and finished:
-            raise KeyboardInterrupt(interrupted_message(stage, run_dir, step, train.steps)) from None
-        raise
-    bar.close()
+    step = loop.run(train.steps, start, save_every=train.save_every, progress=train.progress,
+                    desc=f"train {stage}", callback=callback,
+                    interrupted=lambda at: interrupted_message(stage, run_dir, at, train.steps))
+    loop.save(step)
     if main:
-        _save_checkpoint(folder, net, opt, step, sampler, train, meta)
         plot_curves(os.path.join(folder, METRICS), os.path.join(folder, "curves.png"), stage)
     distributed.barrier()
     if created_group:
         distributed.teardown()
-    return tracker.final()
+    return runner.tracker.final()
