@@ -44,6 +44,7 @@ LAYERS = {
     "wmfast.policy.cnn": MODELS, "wmfast.policy.io": MODELS,
     "wmfast.rollout": ENGINE, "wmfast.export": ENGINE, "wmfast.train": ENGINE, "wmfast.loader": ENGINE,
     "wmfast.action_map": ENGINE,    # a run's game action <-> latent code map (and its frame model's weights)
+    "wmfast.latent_actions": ENGINE,   # a run's held-out split and the LAM's codes per transition
     # LAPA's trainer (with its validation and code classifier) is an engine like wmfast.train
     "wmfast.lapa.train": ENGINE, "wmfast.lapa.classifier": ENGINE, "wmfast.lapa.data": ENGINE,
     "wmfast.lapa.evaluate": ENGINE,

@@ -74,7 +74,7 @@ class FrameMapStage(Stage):
         return F.cross_entropy(self.model(self.frames[i], self.game_actions[i]), self.codes[i]), {}, float(len(i))
 
 
-FRAME_MAP_STEPS = 1500    # optimizer steps of the frame-conditioned map's fit (wmfast eval --map-steps)
+FRAME_MAP_STEPS = 1500    # optimizer steps of the frame-conditioned map's fit (wmfast train action-map --steps)
 
 
 def fit_frame_action_map(frames, game_actions, codes, num_game_actions: int, num_latents: int,

@@ -73,7 +73,9 @@ def compare_lam(data=None, steps: int = 300, out: str = "compare-lam", preset: s
                 horizon: int = ROLLOUT_STEPS, maskgit_steps: int = MASKGIT_STEPS, progress: bool = True,
                 map_steps: int = None) -> dict:
     """Train and evaluate every variant for every seed; returns the report (also out/report.json).
-    map_steps: optimizer steps of each run's frame-conditioned action map fit (default the evaluator's)."""
+    map_steps: optimizer steps of each run's action map fit (default wmfast.action_map.FRAME_MAP_STEPS)."""
+    from wmfast.action_map import FRAME_MAP_STEPS
+    from wmfast.train.action_map import train_action_map
     from wmfast.data import DEFAULT_GAME, load_dataset
     from wmfast.evaluate import evaluate_run
     from wmfast.train import PRESETS, TrainConfig, train_stage
@@ -110,9 +112,11 @@ def compare_lam(data=None, steps: int = 300, out: str = "compare-lam", preset: s
             lam = train_stage("actions", run, ds, train=train, model=dict(overrides))
             dyn = train_stage("dynamics", run, ds, train=train)
             seconds = time.perf_counter() - t0
+            if ds.actions is not None:
+                train_action_map(run, ds, steps=map_steps or FRAME_MAP_STEPS, seed=seed, progress=progress)
             report = evaluate_run(run, ds, episodes=eval_clips, horizon=horizon, steps=maskgit_steps, seed=seed,
                                   out=os.path.join(run, "eval"), json_path=os.path.join(run, "eval", "metrics.json"),
-                                  progress=progress, map_steps=map_steps)
+                                  progress=progress)
             results[name][seed] = {"lam_train": lam, "dynamics_train": dyn, "seconds": seconds,
                                    "tokenizer_seconds": tokenizer_seconds, "eval": _numbers(report)}
     report = {"data": str(data), "steps": steps, "preset": preset, "batch_size": batch_size, "seeds": seeds,
@@ -164,7 +168,7 @@ def compare_dynamics(run: str, data=None, steps: int = 1000, out: str = "compare
             train_stage("dynamics", work, data, train=train, model=dict(DYNAMICS_VARIANTS[name]))
             seconds = time.perf_counter() - t0
             r = evaluate_run(work, data, episodes=eval_clips, horizon=horizon, seed=seed, out=os.path.join(work, "eval"),
-                             json_path=os.path.join(work, "eval", "metrics.json"), write_map=False, progress=progress)
+                             json_path=os.path.join(work, "eval", "metrics.json"), progress=progress)
             margin = np.array(r["psnr_game_actions_per_step"]) - np.array(r["psnr_copy_last_frame_per_step"])
             rows.append({"variant": name, "seed": seed, "train_seconds": round(seconds, 1),
                          "delta_t_psnr": r["controllability_gap"], "psnr_teacher_forced": r["psnr_teacher_forced"],

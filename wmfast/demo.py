@@ -15,9 +15,13 @@ def default_data() -> str:
 
 
 def train_world_model(run_dir: str, data: str, scale: float = 1.0, progress: bool = True) -> dict:
-    """Train tokenizer, actions and dynamics with the demo recipe; returns each stage's final metrics."""
-    from wmfast.train import demo_recipe, train_stage
+    """Train tokenizer, actions and dynamics with the demo recipe, then fit the action map (when the data
+    has game actions); returns each stage's final metrics. scale shortens every stage alike."""
+    from wmfast.action_map import FRAME_MAP_STEPS
     from wmfast.config import save_json
+    from wmfast.data import load_dataset
+    from wmfast.train import demo_recipe, train_stage
+    from wmfast.train.action_map import train_action_map
 
     results = {}
     os.makedirs(run_dir, exist_ok=True)
@@ -30,6 +34,11 @@ def train_world_model(run_dir: str, data: str, scale: float = 1.0, progress: boo
         t0 = time.perf_counter()
         results[stage] = train_stage(stage, run_dir, data, train_cfg, model=model_over)
         results[stage]["seconds"] = time.perf_counter() - t0
+    if load_dataset(data).actions is not None:
+        t0 = time.perf_counter()
+        steps = max(1, int(round(FRAME_MAP_STEPS * min(1.0, scale))))
+        results["action_map"] = train_action_map(run_dir, data, steps=steps, progress=progress)
+        results["action_map"]["seconds"] = time.perf_counter() - t0
     return results
 
 
@@ -52,7 +61,6 @@ def run_demo(out_dir: str = "demo", data: str = None, train: bool = False, scale
     """Load (or train) the demo world model and score it with THE evaluator (wmfast.evaluate): writes
     rollout.gif, controls.png/.gif, psnr.png, confusion.png and metrics.json into out_dir. scale (< 1)
     shortens the training and the action map's fit alike."""
-    from wmfast.action_map import FRAME_MAP_STEPS
     from wmfast.evaluate import evaluate_run, format_table, write_json
     from wmfast.train import pretrained_run
 
@@ -70,12 +78,8 @@ def run_demo(out_dir: str = "demo", data: str = None, train: bool = False, scale
         if os.path.exists(os.path.join(run, "dynamics", "model.safetensors")):
             raise WmfastError(f"{run} already holds a trained model; choose another --out")
         training = train_world_model(run, data, scale, progress)
-    # The shipped model lives inside the package: its action map is measured here but not written there.
-    shipped = training is None
-    # --scale shortens the frame-conditioned action map's fit as it does the recipe's training
-    map_steps = max(1, int(round(FRAME_MAP_STEPS * min(1.0, scale))))
     report = evaluate_run(run, data, episodes=episodes, horizon=horizon, steps=steps, seed=seed, out=out_dir,
-                          write_map=not shipped, progress=progress, map_steps=map_steps)
+                          progress=progress)
     report["wall_seconds"] = time.perf_counter() - t_start
     if training:
         report["training"] = training

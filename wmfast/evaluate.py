@@ -12,8 +12,10 @@ Latent actions (all held-out transitions, the LAM run over windows of its traini
     is 6.4 of 255 grey levels: above resize/rounding noise, below any sprite moving);
   - a confusion matrix (true game action x latent code, counts) as PNG;
   - codebook usage (% of codes used), perplexity exp(H(codes)) and the encoder's variance;
-  - action_map.json in the run: for each game action the code it produces most often on changed
-    transitions (actions that never change the frame, e.g. NOOP: on all transitions).
+  - the held-out table: for each game action the code it produces most often on changed
+    transitions (actions that never change the frame, e.g. NOOP: on all transitions), and how well
+    the run's saved action map (fitted by `wmfast train action-map`) agrees with the LAM there.
+The evaluator only reads the run: it writes nothing but the pictures and JSON asked for.
 World model (batched held-out clips: C context frames, then `horizon` generated frames, the World
 engine in compat mode at temperature 0):
   - PSNR from the MSE pooled over all clips at each horizon step (pixels in [-1, 1]:
@@ -32,11 +34,11 @@ import numpy as np
 import torch
 
 from wmfast.errors import WmfastError
+from wmfast.latent_actions import CHANGE_THRESHOLD, ENCODE_BATCH, build_action_map, episode_codes, \
+    held_out_episodes, infer_codes, lam_window
 
-CHANGE_THRESHOLD = 0.05        # max abs pixel change (in [-1, 1] units) for a transition to count as "changed"
 CONTROLLABILITY_T = 4          # Genie's ΔtPSNR horizon step
 DEFAULT_CLIPS = 16
-ENCODE_BATCH = 256             # LAM windows per encoder call
 
 
 # -- numbers ---------------------------------------------------------------------------------
@@ -90,164 +92,30 @@ def action_metrics(true_actions, codes, changed, num_game_actions: int, num_code
             "confusion_changed": confusion_counts(t[ch], z[ch], num_game_actions, num_codes).tolist()}
 
 
-def changed_transitions(frames, threshold: float = CHANGE_THRESHOLD) -> torch.Tensor:
-    """frames [..., T, 3, S, S] -> bool [..., T-1]: max |x_{t+1} - x_t| > threshold."""
-    return (frames[..., 1:, :, :, :] - frames[..., :-1, :, :, :]).abs().amax(dim=(-3, -2, -1)) > threshold
-
-
-# -- the held-out split -------------------------------------------------------------------------
-def split_settings(run=None) -> dict:
-    """How the trainer split the run's data: {val_fraction, seeds, source}. Read from each stage's
-    train_config.json, else the run's recipe.json, else the trainer's defaults (0.1, seed 0)."""
-    from wmfast.config import load_json
-
-    found = []
-    for stage in ("tokenizer", "actions", "dynamics"):
-        if run is None:
-            break
-        path = os.path.join(run, stage, "train_config.json")
-        if os.path.isfile(path):
-            cfg = load_json(path)
-            found.append((stage, float(cfg.get("val_fraction", 0.1)), int(cfg.get("seed", 0))))
-    if not found and run is not None and os.path.isfile(os.path.join(run, "recipe.json")):
-        stages = load_json(os.path.join(run, "recipe.json")).get("stages", {})
-        found = [(s, float(v["train"].get("val_fraction", 0.1)), int(v["train"].get("seed", 0)))
-                 for s, v in stages.items() if isinstance(v, dict) and "train" in v]
-        source = "recipe.json"
-    else:
-        source = "train_config.json" if found else "trainer defaults"
-    if not found:
-        found = [("all", 0.1, 0)]
-    return {"source": source, "stages": {s: {"val_fraction": f, "seed": sd} for s, f, sd in found}}
-
-
-def held_out_episodes(ds, run=None) -> tuple:
-    """Episode ids no stage of the run trained on (the trainer's split) -> (ids, settings)."""
-    settings = split_settings(run)
-    held = None
-    for s in settings["stages"].values():
-        _, val = ds.split(s["val_fraction"], seed=s["seed"])
-        held = set(val) if held is None else held & set(val)
-    held = sorted(held or [])
-    if not held:
-        raise WmfastError(f"{ds.source}: no held-out episode (the run's stages hold out disjoint episodes, or the "
-                          f"data has {ds.n_episodes} episode(s)); evaluate on data with more episodes")
-    return held, settings
-
-
-def lam_window(run=None, model=None) -> int:
-    """Frames per LAM call: the clip length the LAM was trained on (its actions are causal in time)."""
-    from wmfast.config import load_json
-
-    if run is not None:
-        for path, get in ((os.path.join(run, "actions", "train_config.json"), lambda d: d),
-                          (os.path.join(run, "recipe.json"), lambda d: d["stages"]["actions"]["train"])):
-            if os.path.isfile(path):
-                try:
-                    return max(2, int(get(load_json(path))["clip_len"]))
-                except (KeyError, TypeError, ValueError):
-                    pass
-    return max(2, model.dynamics.config.context_length) if model is not None and model.dynamics else 4
-
-
-# -- latent actions -----------------------------------------------------------------------------
-@torch.no_grad()
-def infer_codes(lam, frames, window: int = 4):
-    """frames [N, T, 3, S, S] -> (codes [N, T-1] int64, encoder outputs before quantization [N, T-1, A]).
-
-    The LAM sees windows of `window` frames (as in training); consecutive windows share one frame,
-    so every transition is coded once (the last window is moved back to end at frame T-1)."""
-    N, T = frames.shape[:2]
-    w = max(2, min(window, T))
-    spans = []                                                       # (first frame, first new transition)
-    s = 0
-    while s < T - 1:
-        b = min(s, T - w)
-        spans.append((b, s))
-        s = b + w - 1
-    windows = torch.cat([frames[:, b:b + w] for b, _ in spans])        # [len(spans) * N, w, 3, S, S]
-    q, z = zip(*(lam.encode(windows[i:i + ENCODE_BATCH].float(), check=False, return_z=True)
-                 for i in range(0, windows.shape[0], ENCODE_BATCH)))
-    q, z = (torch.cat(t).view(len(spans), N, w - 1, -1) for t in (q, z))   # [len(spans), N, w-1, A]
-    q, z = (torch.cat([t[i, :, s - b:] for i, (b, s) in enumerate(spans)], dim=1) for t in (q, z))  # [N, T-1, A]
-    return lam.indices(q), z
-
-
-def episode_codes(model, ds, episodes, window: int, progress: bool = False, keep_frames: bool = False) -> dict:
-    """Every transition of the given episodes: codes, true actions (or None), changed flags, encoder
-    outputs, and with keep_frames the frame each transition starts from [N, 3, S, S]."""
-    from tqdm.auto import tqdm
-
-    from wmfast.data import ClipSampler
-
-    codes, truth, changed, zs, starts = [], [], [], [], []
-    sampler = None
-    for ep in tqdm(episodes, desc="latent actions", unit="episode", disable=not progress):
-        s, e = ds.episodes[ep]
-        if e - s < 2:
-            continue
-        sampler = sampler or ClipSampler(ds, clip_len=2, frame_size=model.frame_size, episodes=[ep])
-        frames, acts = sampler.clips_at(np.array([s]), e - s)              # [1, L, 3, S, S], [1, L-1]
-        c, z = infer_codes(model.lam, frames, window)
-        codes.append(c[0])
-        zs.append(z[0])
-        truth.append(acts[0])
-        changed.append(changed_transitions(frames)[0])
-        if keep_frames:
-            starts.append(frames[0, :-1])
-    if not codes:
-        raise WmfastError(f"{ds.source}: the held-out episodes hold no transition (episodes of one frame)")
-    return {"codes": torch.cat(codes).numpy(), "true": torch.cat(truth).numpy() if ds.actions is not None else None,
-            "changed": torch.cat(changed).numpy(), "z": torch.cat(zs),
-            "frames": torch.cat(starts) if keep_frames else None}
-
-
-def build_action_map(true_actions, codes, changed, num_game_actions, num_codes, action_names=None, data=""):
-    """The game action <-> latent code map, from changed transitions (what an action DOES); game
-    actions that never change the frame (NOOP, pushing into a wall) keep their all-transition counts."""
-    from wmfast.action_map import ActionMap
-
-    t, z, ch = np.asarray(true_actions).ravel(), np.asarray(codes).ravel(), np.asarray(changed).ravel()
-    every = ActionMap.from_pairs(t, z, num_game_actions, num_codes).counts
-    moved = ActionMap.from_pairs(t[ch], z[ch], num_game_actions, num_codes).counts
-    counts = np.where(moved.sum(1, keepdims=True) > 0, moved, every)
-    return ActionMap(counts, action_names, data=data, changed_only=True)
-
-
-def saved_frame_map_fits(run, spec, num_game_actions: int) -> bool:
-    """Whether the run already holds a frame-conditioned action map for this data."""
+def has_saved_map(run, spec, ds) -> bool:
+    """Whether the run holds an action map (with its frame-conditioned model) fitted on this data."""
     from wmfast.action_map import ACTION_MAP, ActionMap
 
-    if run is None or not os.path.isfile(os.path.join(run, ACTION_MAP)):
+    if run is None or ds.actions is None or not os.path.isfile(os.path.join(run, ACTION_MAP)):
         return False
     saved = ActionMap.load(run)
-    return saved.frame_map is not None and saved.data == os.fspath(spec) and saved.num_game_actions == num_game_actions
+    return saved.frame_map is not None and saved.data == os.fspath(spec) and saved.num_game_actions == ds.n_actions
 
 
-def fit_frame_map(model, ds, held, window, action_map, held_codes, progress=False, steps: int = None) -> dict:
-    """Fit action_map.frame_map (p(code | frame, game action)) on the transitions of the episodes NOT
-    held out, for `steps` optimizer steps (default FRAME_MAP_STEPS); -> agreement with the LAM's codes
-    on the held-out transitions, for it and for the table."""
-    from wmfast.action_map import FRAME_MAP_STEPS, fit_frame_action_map
+def saved_map_agreement(run, held_codes) -> dict:
+    """How often the run's saved action map gives the LAM's own code on the held-out transitions with a
+    known game action: the frame-conditioned map and its table alone."""
+    from wmfast.action_map import ActionMap
 
-    held_set = set(held)
-    train_eps = [e for e in range(len(ds.episodes)) if e not in held_set]
-    if not train_eps:
-        return {"frame_map": "not fitted: no training episode"}
-    fit = episode_codes(model, ds, train_eps, window, progress, keep_frames=True)
-    action_map.frame_map = fit_frame_action_map(fit["frames"], fit["true"], fit["codes"], action_map.num_game_actions,
-                                                action_map.num_latents, steps=steps or FRAME_MAP_STEPS,
-                                                progress=progress, changed=fit["changed"])
+    action_map = ActionMap.load(run)
     true, codes = torch.as_tensor(held_codes["true"]), torch.as_tensor(held_codes["codes"])
     known = true >= 0
     true, codes, frames = true[known], codes[known], held_codes["frames"][known]
     pred = torch.cat([action_map.to_latent(true[i:i + ENCODE_BATCH], frames[i:i + ENCODE_BATCH])
                       for i in range(0, len(true), ENCODE_BATCH)])
-    info = {"fit_transitions": int((torch.as_tensor(fit["true"]) >= 0).sum()), "fit_steps": steps or FRAME_MAP_STEPS,
+    return {"game_to_latent": action_map.game_to_latent, **action_map.frame_map_info,
             "held_out_agreement": float((pred == codes).float().mean()),
             "table_held_out_agreement": float((action_map.to_latent(true) == codes).float().mean())}
-    action_map.frame_map_info = info
-    return {"frame_map": info}
 
 
 # -- rollouts ------------------------------------------------------------------------------------
@@ -353,23 +221,20 @@ def controls_rollout(model, context, horizon: int = 8, steps: int = 8, progress:
 
 # -- the one entry point ------------------------------------------------------------------------
 def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int = 8, steps: int = 8, seed: int = 0,
-                 out: str = None, json_path: str = None, write_map: bool = True, progress: bool = True,
-                 map_steps: int = None) -> dict:
+                 out: str = None, json_path: str = None, progress: bool = True) -> dict:
     """Evaluate a run (or a loaded WorldModel) on the held-out episodes of `data` (any dataset spec).
 
     episodes: number of held-out clips for the rollout metrics (action metrics use every held-out
     transition). out: folder for the pictures (confusion.png, psnr.png, controls.png/.gif,
-    rollout.gif). json_path: the report as JSON. write_map: write action_map.json into the run.
-    map_steps: optimizer steps of the frame-conditioned action map's fit (default
-    wmfast.action_map.FRAME_MAP_STEPS).
+    rollout.gif). json_path: the report as JSON. The game-action rollout plays the run's saved action
+    map (RUN/action_map.json, `wmfast train action-map`) when it was fitted on this data, else the
+    held-out table.
     Returns the report (numbers, lists and file paths; `_`-keys hold tensors for callers)."""
     import wmfast
     from wmfast.data import load_dataset
 
     if episodes < 1 or horizon < 1 or steps < 1:
         raise WmfastError(f"episodes, horizon and steps must be >= 1, got {episodes}, {horizon}, {steps}")
-    if map_steps is not None and (not isinstance(map_steps, int) or isinstance(map_steps, bool) or map_steps < 1):
-        raise WmfastError(f"map_steps must be an integer >= 1, got {map_steps!r}")
     model = wmfast.load(run_or_model) if isinstance(run_or_model, (str, os.PathLike)) else run_or_model
     model.require("tokenizer", "actions", "dynamics")
     for m in model.modules():
@@ -389,7 +254,8 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
               "seed": seed, "notes": []}
 
     # latent actions on every held-out transition
-    every = episode_codes(model, ds, held, window, progress, keep_frames=write_map and run is not None)
+    map_saved = has_saved_map(run, spec, ds)
+    every = episode_codes(model, ds, held, window, progress, keep_frames=map_saved)
     report.update({k: v for k, v in code_statistics(every["codes"], K).items()})
     z = every["z"]
     report["encoder_variance"] = float(z.reshape(-1, z.shape[-1]).var(dim=0).mean()) if z.shape[0] > 1 else 0.0
@@ -408,17 +274,12 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
     else:
         report["notes"].append(f"{ds.source} has no true actions: action NMI/purity, the confusion matrix, "
                                "action_map.json and the game-action rollout are skipped")
-    map_saved = False
-    if action_map is not None and write_map and run is not None:
-        report["action_map"].update(fit_frame_map(model, ds, held, window, action_map, every, progress, map_steps))
-        try:
-            report["action_map_file"] = action_map.save(run)
-            map_saved = True
-        except OSError as e:
-            report["notes"].append(f"could not write {run}/action_map.json ({e.strerror})")
-    elif action_map is not None and saved_frame_map_fits(run, spec, ds.n_actions):
-        map_saved = True   # e.g. the shipped model: play the game actions as its World does
-        report["notes"].append("game actions through the run's saved frame-conditioned action map")
+    if action_map is not None and map_saved:
+        report["action_map"]["saved"] = saved_map_agreement(run, every)
+        report["notes"].append("game actions through the run's saved action map (World(actions=\"game\"))")
+    elif action_map is not None:
+        report["notes"].append(f"no action map for this data in the run: the game-action rollout uses the held-out "
+                               f"table (`wmfast train action-map --run {path_for_report(run) or 'RUN'}` fits one)")
 
     # the world model on held-out clips
     frames, true_actions = held_out_clips(ds, C + horizon, episodes, model.frame_size, seed=seed, episodes=held)

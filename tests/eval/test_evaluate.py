@@ -1,5 +1,6 @@
 """THE evaluator (wmfast.evaluate): metrics against hand-computed values on constructed cases, the
-action map it writes and World(actions="game") reading it, and `wmfast eval` end to end on a tiny run."""
+action-map stage's map and World(actions="game") reading it, an evaluator that only reads the run,
+and `wmfast train action-map` + `wmfast eval` end to end on a tiny run."""
 import json
 import math
 
@@ -12,9 +13,9 @@ from wmfast.action_map import ActionMap
 from wmfast.checkpoint import save_model
 from wmfast.cli import main
 from wmfast.data import write_dataset
-from wmfast.evaluate import (action_metrics, build_action_map, changed_transitions, code_statistics,
-                             confusion_counts, evaluate_run, held_out_episodes, infer_codes, pooled_mse_per_step,
-                             psnr_from_mse)
+from wmfast.evaluate import action_metrics, code_statistics, confusion_counts, evaluate_run, pooled_mse_per_step, \
+    psnr_from_mse
+from wmfast.latent_actions import build_action_map, changed_transitions, held_out_episodes, infer_codes
 from wmfast.rollout.shapes import random_world_model
 
 SIZES = dict(frame_size=16, patch_size=4, embed_dim=16, num_heads=2, hidden_dim=32, num_blocks=1,
@@ -170,27 +171,45 @@ def test_saved_action_map_drives_world_in_game_actions(tiny, tmp_path):
         assert torch.equal(game.step(torch.tensor([g, g])), latent.step(torch.tensor([k, k])))
 
 
-def test_evaluate_run_writes_map_pictures_and_consistent_numbers(tiny, tmp_path):
+def run_files(run) -> dict:
+    """{path: (size, mtime_ns)} of every file under run."""
+    import os
+
+    return {os.path.join(d, f): (os.stat(os.path.join(d, f)).st_size, os.stat(os.path.join(d, f)).st_mtime_ns)
+            for d, _, files in os.walk(run) for f in files}
+
+
+def test_action_map_stage_fits_training_episodes_and_the_evaluator_only_reads(tiny, tmp_path):
     import shutil
 
     import wmfast
     from wmfast.data import load_dataset
+    from wmfast.train.action_map import train_action_map
 
     _, run, data, _ = tiny
     run2 = str(tmp_path / "run")
     shutil.copytree(run, run2)
-    r = evaluate_run(run2, data, episodes=3, horizon=3, steps=2, out=str(tmp_path / "out"),
-                     json_path=str(tmp_path / "m.json"), progress=False, map_steps=20)
     ds = load_dataset(data)
     held, _ = held_out_episodes(ds, run2)
+    info = train_action_map(run2, data, steps=20, progress=False)
+    saved = ActionMap.load(run2)
+    # fitted on the episodes no stage held out: their known-action transitions, none of the held-out ones
+    train_eps = [e for e in range(len(ds.episodes)) if e not in held]
+    known = sum(int((ds.actions[s:e - 1] >= 0).sum()) for s, e in (ds.episodes[i] for i in train_eps))
+    assert info["fit_episodes"] == len(train_eps) and info["fit_transitions"] == known
+    assert 0 < saved.counts.sum() <= known      # changed transitions (all of them for an action that never changes)
+    assert saved.frame_map is not None and saved.frame_map_info["fit_steps"] == 20
+    before = run_files(run2)
+    r = evaluate_run(run2, data, episodes=3, horizon=3, steps=2, out=str(tmp_path / "out"),
+                     json_path=str(tmp_path / "m.json"), progress=False)
+    assert run_files(run2) == before                                               # nothing written into the run
     assert held == ds.split(0.1, seed=0)[1] == r["held_out_episodes"]            # the trainer's split
     s, e = ds.episodes[held[0]]
     assert r["transitions"] == e - s - 1
-    # the map on disk is the one the report describes, and its counts are the held-out transitions
-    saved = ActionMap.load(run2)
-    assert saved.game_to_latent == r["action_map"]["game_to_latent"]
-    assert saved.frame_map is not None and saved.frame_map_info["fit_steps"] == r["action_map"]["frame_map"]["fit_steps"] == 20
-    assert saved.counts.sum() <= r["transitions"]
+    # the report measures the saved map on the held-out transitions
+    assert r["action_map"]["saved"]["fit_steps"] == 20
+    assert r["action_map"]["saved"]["game_to_latent"] == saved.game_to_latent
+    assert 0.0 <= r["action_map"]["saved"]["held_out_agreement"] <= 1.0
     assert sum(map(sum, r["confusion"])) == r["transitions"]
     true_hist = np.bincount(ds.actions[s:e - 1], minlength=3)
     assert np.asarray(r["confusion"]).sum(1).tolist() == true_hist.tolist()
@@ -225,13 +244,18 @@ def test_eval_cli_writes_files_and_handles_data_without_actions(tiny, tmp_path, 
     run2 = tmp_path / "run"
     shutil.copytree(run, run2)
     out = tmp_path / "ev"
+    assert main(["train", "action-map", "--run", str(run2), "--data", data, "--steps", "10"]) == 0
+    assert (run2 / "action_map.json").is_file()
+    assert "action map:" in capsys.readouterr().out
+    # --map-steps (the fit moved to `train action-map`) still parses for one release, warns, changes nothing
     assert main(["eval", "--run", str(run2), "--data", data, "--episodes", "2", "--horizon", "2", "--steps", "1",
                  "--map-steps", "10", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "action NMI" in text and "copy last frame" in text
+    captured = capsys.readouterr()
+    assert "action NMI" in captured.out and "copy last frame" in captured.out
+    assert "--map-steps is deprecated and does nothing" in captured.err
     for name in ("metrics.json", "psnr.png", "rollout.gif", "controls.png", "controls.gif", "confusion.png"):
         assert (out / name).is_file()
-    assert (run2 / "action_map.json").is_file()
+    assert json.loads((out / "metrics.json").read_text())["action_map"]["saved"]["fit_steps"] == 10
     # data without true actions: the rest is measured, the action metrics are skipped with a note
     (run2 / "action_map.json").unlink()
     assert main(["eval", "--run", str(run2), "--data", plain, "--episodes", "2", "--horizon", "2", "--steps", "1",

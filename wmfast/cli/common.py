@@ -182,6 +182,22 @@ def deprecated_alias(p, old: str, new: str):
                    default=argparse.SUPPRESS, help=argparse.SUPPRESS, action=_DeprecatedSpelling, new=new)
 
 
+class _Retired(argparse.Action):
+    def __init__(self, option_strings, dest, why=None, **kwargs):
+        self.why = why
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated and does nothing: {self.why}", file=sys.stderr)
+
+
+def retired_option(p, name: str, why: str, takes_value: bool = True):
+    """An option whose work moved elsewhere: still accepted for one release (hidden from --help), it
+    warns on stderr with `why` (where the work went) and changes nothing."""
+    p.add_argument(name, nargs=1 if takes_value else 0, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                   action=_Retired, why=why, dest="retired_" + name.strip("-").replace("-", "_"))
+
+
 # -- help for everything, given options, relaunching ----------------------------------------------
 
 # Help for options registered without any (filled in at build time, so every option has some).

@@ -3,7 +3,7 @@ harness (wmfast.eval.long_play.long_play_run) from the command line."""
 import argparse
 import os
 
-from wmfast.cli.common import choice_list, deprecated_alias, nonneg_int, positive_int
+from wmfast.cli.common import choice_list, deprecated_alias, nonneg_int, positive_int, retired_option
 
 
 def mode_list(text):
@@ -27,7 +27,7 @@ mode_list.__name__ = "comma-separated modes"
 
 def add_commands(sub):
     p = sub.add_parser("eval", help="evaluate a run on held-out episodes: action NMI/purity, code usage, PSNR per "
-                                    "step vs copy-last-frame, ΔtPSNR, controls sheet; writes RUN/action_map.json",
+                                    "step vs copy-last-frame, ΔtPSNR, controls sheet (reads the run, writes only OUT)",
                        epilog="examples:\n  wmfast eval --run runs/maze --episodes 32\n"
                               "  wmfast eval --run runs/maze --long-play 500 --modes compat:10,fast:2 --seed 3 --out lp/")
     p.add_argument("--run", required=True, help="run directory (tokenizer/, actions/, dynamics/)")
@@ -43,9 +43,9 @@ def add_commands(sub):
     p.add_argument("--json", default=None, help="write the numbers here (default: OUT/metrics.json)")
     p.add_argument("--out", default=None, help="folder for confusion.png, psnr.png, controls.png/.gif, rollout.gif "
                                                "(default: RUN/eval)")
-    p.add_argument("--no-map", action="store_true", help="do not write RUN/action_map.json")
-    p.add_argument("--map-steps", type=positive_int, default=None,
-                   help="optimizer steps of the frame-conditioned action map's fit (default: 1500)")
+    moved = "the evaluator only reads a run; `wmfast train action-map --run RUN --steps N` fits RUN/action_map.json"
+    retired_option(p, "--no-map", moved, takes_value=False)
+    retired_option(p, "--map-steps", moved)
     g = p.add_argument_group("long play (--long-play): the World against the real embedded game replaying its "
                              "actions; writes OUT/long_play.json, .png and .gif")
     g.add_argument("--long-play", type=positive_int, default=None, metavar="FRAMES",
@@ -69,10 +69,8 @@ def _eval(a):
     out = a.out or os.path.join(a.run, "eval")
     json_path = a.json or os.path.join(out, "metrics.json")
     report = evaluate_run(a.run, a.data, episodes=a.episodes, horizon=a.horizon, steps=a.maskgit_steps, seed=a.seed,
-                          out=out, json_path=json_path, write_map=not a.no_map, map_steps=a.map_steps)
+                          out=out, json_path=json_path)
     print(format_table(report))
-    if report.get("action_map_file"):
-        print(f"action map: {report['action_map_file']}")
     print(f"metrics: {json_path}  pictures: {out}")
 
 

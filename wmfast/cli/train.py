@@ -6,21 +6,29 @@ from wmfast.cli.common import SetOption, device_name, nonneg_int, number, parse_
     positive_int
 from wmfast.errors import WmfastError
 
+STAGE_STEPS = 2000   # --steps default of the world-model stages
+
 EXAMPLES = ("examples:\n  wmfast train tokenizer --run runs/pong --data game:pong --preset tiny --steps 500\n"
             "  wmfast train actions --run runs/pong          # uses the tokenizer's data\n"
             "  wmfast train dynamics --run runs/pong --set num_blocks=4 --set embed_dim=128\n"
             "  wmfast train dynamics --run runs/pong --set pause_clip_prob=0.1   # a training option\n"
-            "  wmfast train tokenizer --run runs/pong --resume   # after Ctrl-C")
+            "  wmfast train tokenizer --run runs/pong --resume   # after Ctrl-C\n"
+            "  wmfast train action-map --run runs/pong           # then: wmfast serve --run runs/pong")
 
 
 def add_commands(sub):
-    p = sub.add_parser("train", help="train one stage: tokenizer, then actions, then dynamics", epilog=EXAMPLES)
-    p.add_argument("stage", choices=["tokenizer", "actions", "dynamics"], help="which stage to train (in this order)")
+    p = sub.add_parser("train", help="train one stage: tokenizer, then actions, then dynamics, then action-map",
+                       epilog=EXAMPLES)
+    p.add_argument("stage", choices=["tokenizer", "actions", "dynamics", "action-map"],
+                   help="which stage to train (in this order); action-map fits the game action -> latent code map "
+                        "that World(actions=\"game\") and `wmfast serve` play (needs data with game actions)")
     p.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="run directory (stages live in its subfolders); write --run-dir after `torchrun ... -m wmfast`")
     p.add_argument("--data", default=None, help="dataset: .h5 file, video/PNG folder, game:NAME[:EPISODES] or "
                    "atari:GAME (default: what the run's earlier stages were trained on, else game:maze)")
-    p.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps for this stage")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help=f"optimizer steps for this stage (default: {STAGE_STEPS}); action-map: the steps of the map's fit "
+                        "(default: wmfast.action_map.FRAME_MAP_STEPS)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="clips per optimizer step")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (AdamW, warmup then cosine)")
     p.add_argument("--warmup-steps", type=nonneg_int, default=100, help="linear learning-rate warmup steps")
@@ -49,12 +57,28 @@ def add_commands(sub):
 def _train(a):
     from wmfast.train import train_stage
 
+    if a.stage == "action-map":
+        return _train_action_map(a)
+    a.steps = STAGE_STEPS if a.steps is None else a.steps
     if a.nproc != 1:
         return _relaunch(a)
     cfg, overrides = _train_options(a)
     metrics = train_stage(a.stage, a.run, a.data, cfg, model=overrides, resume=a.resume, force=a.force)
     if os.environ.get("RANK", "0") == "0":   # one summary line, from rank 0, under torchrun
         print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+
+
+def _train_action_map(a):
+    from wmfast.action_map import FRAME_MAP_STEPS
+    from wmfast.train.action_map import train_action_map
+
+    given = [name for name, off in (("--resume", not a.resume), ("--force", not a.force), ("--set", not a.set),
+                                    ("--nproc", a.nproc == 1)) if not off]
+    if given:
+        raise WmfastError(f"train action-map: {given[0]} does not apply (it takes --run, --data, --steps, --seed)")
+    info = train_action_map(a.run, a.data, steps=FRAME_MAP_STEPS if a.steps is None else a.steps, seed=a.seed)
+    print(f"action map: {info['action_map_file']} (game action -> code {info['game_to_latent']}; "
+          f"{info['fit_transitions']} transitions of {info['fit_episodes']} training episodes, {info['fit_steps']} steps)")
 
 
 def _relaunch(a):

@@ -1,0 +1,62 @@
+"""The action-map stage: fit a trained run's game action -> latent code map on its training episodes.
+
+    info = train_action_map("runs/maze")        # after tokenizer, actions and dynamics; writes RUN/action_map.*
+
+`World(run, actions="game")`, `wmfast serve` and `wmfast eval`'s game-action rollout read what it
+writes. The LAM labels every transition of the episodes no stage held out; the table keeps, for each
+game action, the counts of the codes it produced where the frame changed (what the action DOES; an
+action that never changes the frame, like NOOP, keeps its counts over all transitions), and the
+frame-conditioned map learns p(code | frame, game action) on the same transitions, so a move into a
+wall gets the code of standing still. The held-out episodes stay unseen for the evaluator.
+"""
+import os
+
+import numpy as np
+import torch
+
+from wmfast.action_map import FRAME_MAP_STEPS, fit_frame_action_map
+from wmfast.errors import WmfastError
+from wmfast.latent_actions import build_action_map, episode_codes, held_out_episodes, lam_window
+
+
+def train_action_map(run, data=None, steps: int = FRAME_MAP_STEPS, seed: int = 0, progress: bool = True) -> dict:
+    """Fit and save RUN/action_map.json (+ the frame-conditioned map's weights); -> what was fitted.
+    data: a dataset spec or Dataset (default: the data the run was trained on)."""
+    from wmfast.data import load_dataset
+    from wmfast.loader import load
+    from wmfast.run_data import resolve_run_data
+
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise WmfastError(f"action map: --steps must be an integer >= 1, got {steps!r}")
+    run = os.fspath(run)
+    model = load(run)
+    model.require("tokenizer", "actions")
+    for m in model.modules():
+        m.eval()
+    if data is None or isinstance(data, (str, os.PathLike)):
+        data = resolve_run_data(run, data)
+    ds = load_dataset(data, progress=progress) if isinstance(data, (str, os.PathLike)) else data
+    spec = os.fspath(data) if isinstance(data, (str, os.PathLike)) else ds.source
+    if ds.actions is None or not ds.n_actions:
+        raise WmfastError(f"{ds.source}: no true game actions, so there is nothing to map latent codes to")
+    held, _ = held_out_episodes(ds, run)
+    train_eps = sorted(set(range(len(ds.episodes))) - set(held))
+    if not train_eps:
+        raise WmfastError(f"{ds.source}: every episode is held out; the action map needs training episodes")
+    fit = episode_codes(model, ds, train_eps, lam_window(run, model), progress, keep_frames=True)
+    known = fit["true"] >= 0
+    if not known.any():
+        raise WmfastError(f"{ds.source}: the training episodes have no known game action")
+    K = model.lam.num_actions
+    action_map = build_action_map(fit["true"], fit["codes"], fit["changed"], ds.n_actions, K, ds.action_names,
+                                  data=spec)
+    action_map.frame_map = fit_frame_action_map(fit["frames"], fit["true"], fit["codes"], ds.n_actions, K,
+                                                steps=steps, seed=seed, progress=progress, changed=fit["changed"])
+    action_map.frame_map_info = {"fit_episodes": len(train_eps), "fit_transitions": int(known.sum()),
+                                 "fit_steps": steps, "seed": seed}
+    path = action_map.save(run)
+    codes = torch.as_tensor(fit["codes"])[torch.as_tensor(known)]
+    true = torch.as_tensor(fit["true"])[torch.as_tensor(known)]
+    return {"action_map_file": path, "game_to_latent": action_map.game_to_latent, **action_map.frame_map_info,
+            "table_train_agreement": float((action_map.to_latent(true) == codes).float().mean()),
+            "changed_fraction": float(np.mean(fit["changed"]))}
