@@ -76,7 +76,7 @@ def export_lapa(run_dir, out_dir=None, opset: int = 20, batch="dynamic", check: 
     """Export the run's LAPA encoder and decoder; returns (and writes) lapa_manifest.json."""
     from wmfast.export.exporter import parse_batch, quiet_exporter
     from wmfast.export.translations import translation_table
-    from wmfast.lapa.train import load_lapa
+    from wmfast.checkpoint import load_lapa
 
     batch = parse_batch(batch)
     if not isinstance(opset, int) or opset < 18:
@@ -127,7 +127,7 @@ def check_lapa_parity(run_dir, onnx_dir=None, batch: int = 2, seed: int = 0) -> 
     the decoder fed the same codes; report["passed"] and lapa_parity.json."""
     import onnxruntime as ort
 
-    from wmfast.lapa.train import load_lapa
+    from wmfast.checkpoint import load_lapa
 
     onnx_dir = onnx_dir or os.path.join(os.fspath(run_dir), "onnx")
     paths = {n: os.path.join(onnx_dir, n) for n in (ENCODER, DECODER, MANIFEST)}

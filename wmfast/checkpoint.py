@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from wmfast.config import load_json, save_json
 from wmfast.errors import WmfastError
 from wmfast.models.dynamics import DynamicsConfig, DynamicsModel
+from wmfast.models.lapa import CodeClassifier, LapaConfig, LapaModel
 from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel
 from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer
 
@@ -121,3 +122,69 @@ def load_torch_safe(path, what: str = "file"):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses anything but tensors and plain data
         raise WmfastError(f"corrupt or untrusted {what} {path}: {str(e).splitlines()[0]}") from None
+
+
+# -- LAPA (wmfast.lapa): RUN/lapa/ holds model.safetensors + config.json, best/, and the optional
+# code -> game action classifier (classifier.safetensors + classifier.json)
+LAPA_FOLDER, LAPA_WEIGHTS, LAPA_CONFIG = "lapa", "model.safetensors", "config.json"
+CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.safetensors", "classifier.json"
+
+
+def lapa_folder(path) -> str:
+    """A run dir (holding lapa/) or the lapa folder itself -> the lapa folder."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, LAPA_FOLDER, LAPA_CONFIG)):
+        return os.path.join(path, LAPA_FOLDER)
+    if os.path.isfile(os.path.join(path, LAPA_CONFIG)):
+        return path
+    raise WmfastError(f"{path}: no LAPA model here (expected {os.path.join(path, LAPA_FOLDER, LAPA_CONFIG)})")
+
+
+def save_lapa(model: LapaModel, folder, metadata: dict = None):
+    """model.safetensors + config.json, each written atomically."""
+    os.makedirs(folder, exist_ok=True)
+    save_weights(model, os.path.join(folder, LAPA_WEIGHTS), metadata)
+    save_json({"kind": "lapa", **model.config.to_dict()}, os.path.join(folder, LAPA_CONFIG))
+
+
+def load_lapa_config(folder) -> LapaConfig:
+    d = load_json(os.path.join(folder, LAPA_CONFIG))
+    if d.get("kind", "lapa") != "lapa":
+        raise WmfastError(f"{folder}/{LAPA_CONFIG}: holds a {d['kind']} model, not a LAPA model")
+    return LapaConfig.from_dict(d, source=f"{folder}/{LAPA_CONFIG}")
+
+
+def load_lapa(path, device="cpu", best: bool = False) -> LapaModel:
+    """A run dir or lapa folder -> LapaModel in eval mode (classifier attached when one was trained)."""
+    folder = lapa_folder(path)
+    if best:
+        if not os.path.isfile(os.path.join(folder, "best", LAPA_WEIGHTS)):
+            raise WmfastError(f"{folder}: no best/ checkpoint (it is written at the first validation)")
+        folder_w = os.path.join(folder, "best")
+    else:
+        folder_w = folder
+    model = LapaModel(load_lapa_config(folder))
+    load_state_dict_checked(model, read_safetensors(os.path.join(folder_w, LAPA_WEIGHTS)), os.path.join(folder_w, LAPA_WEIGHTS))
+    clf = load_classifier(folder)
+    if clf is not None:
+        model.attach_classifier(clf)
+    return model.to(device).eval()
+
+
+def load_classifier(folder):
+    """The run's classifier, or None when none was trained."""
+    if not os.path.isfile(os.path.join(folder, CLASSIFIER_CONFIG)):
+        return None
+    spec = load_json(os.path.join(folder, CLASSIFIER_CONFIG))
+    try:
+        clf = CodeClassifier(**{k: spec[k] for k in ("num_codes", "cells", "n_actions", "embed", "hidden",
+                                                     "action_names")})
+    except KeyError as e:
+        raise WmfastError(f"{folder}/{CLASSIFIER_CONFIG}: missing field {e}") from None
+    path = os.path.join(folder, CLASSIFIER_WEIGHTS)
+    return load_state_dict_checked(clf, read_safetensors(path), path).eval()
+
+
+def save_classifier(clf: CodeClassifier, folder, report: dict = None):
+    save_weights(clf, os.path.join(folder, CLASSIFIER_WEIGHTS))
+    save_json({**clf.spec, "report": report or {}}, os.path.join(folder, CLASSIFIER_CONFIG))

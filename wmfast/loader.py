@@ -22,7 +22,7 @@ def load(path, device="cpu") -> WorldModel:
              for s in STAGES if os.path.isdir(os.path.join(path, s))}
     lapa = None
     if os.path.isdir(os.path.join(path, "lapa")):   # a LAPA latent-action VQ-VAE (wmfast.lapa)
-        from wmfast.lapa.train import load_lapa
+        from wmfast.checkpoint import load_lapa
         lapa = load_lapa(path, device)
     if not found and lapa is None:
         raise WmfastError(f"{path}: not a wmfast run (no tokenizer/, actions/, dynamics/ or lapa/ folder)")

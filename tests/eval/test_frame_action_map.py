@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from wmfast import World
-from wmfast.action_map import FRAME_MAP_WEIGHTS, ActionMap, fit_frame_action_map
+from wmfast.action_map import FRAME_MAP_WEIGHTS, ActionMap
+from wmfast.train.action_map import fit_frame_action_map
 from wmfast.checkpoint import save_model
 from wmfast.errors import WmfastError
 from wmfast.rollout.shapes import random_world_model

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wmfast.cli import main
-from wmfast.lapa.train import save_lapa
+from wmfast.checkpoint import save_lapa
 from wmfast.models.lapa import LapaModel
 
 from lapa_synth import tiny_config

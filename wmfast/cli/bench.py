@@ -1,5 +1,5 @@
 """`wmfast bench export|vq|rollout|attention|train|viz|policy|serve`: the benchmarks (wmfast.bench,
-wmfast.policy.bench, wmfast.serve.bench), each a few lines over one library function."""
+wmfast.bench.policy, wmfast.serve.bench), each a few lines over one library function."""
 from wmfast.cli.common import deprecated_alias, device_name, nonneg_float, nonneg_int, number, positive_float, \
     positive_int, positive_int_list
 
@@ -144,7 +144,7 @@ def _bench_viz(a):
 
 
 def _bench_policy(a):
-    from wmfast.policy.bench import run_policy_bench
+    from wmfast.bench.policy import run_policy_bench
 
     run_policy_bench(a.json, run_dir=a.run, kind=a.kind, quick=a.quick, backends=a.backends)
 

@@ -13,34 +13,14 @@ import os
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from wmfast.checkpoint import load_state_dict_checked, read_safetensors, save_weights
-from wmfast.config import load_json, save_json
+from wmfast.checkpoint import lapa_folder, load_lapa, save_classifier
+from wmfast.config import load_json
 from wmfast.errors import WmfastError
+from wmfast.models.lapa import CodeClassifier
 from wmfast.train.loop import Loop, Stage, optimizer
 
-WEIGHTS, CONFIG = "classifier.safetensors", "classifier.json"
-
-
-class CodeClassifier(nn.Module):
-    """codes [B, *grid] int64 -> action logits [B, n_actions]."""
-
-    def __init__(self, num_codes: int, cells: int, n_actions: int, embed: int = 16, hidden: int = 128,
-                 action_names=None):
-        super().__init__()
-        self.spec = {"num_codes": num_codes, "cells": cells, "n_actions": n_actions, "embed": embed,
-                     "hidden": hidden, "action_names": list(action_names or [str(i) for i in range(n_actions)])}
-        self.embed = nn.Embedding(num_codes, embed)
-        self.mlp = nn.Sequential(nn.Linear(cells * embed, hidden), nn.ReLU(), nn.Linear(hidden, n_actions))
-
-    def forward(self, codes):
-        return self.mlp(self.embed(codes.reshape(codes.shape[0], -1)).flatten(1))   # [B, n_actions]
-
-    @torch.no_grad()
-    def predict(self, codes):
-        return self.forward(codes.to(self.embed.weight.device)).argmax(-1)
 
 
 class ClassifierStage(Stage):
@@ -74,20 +54,6 @@ class ClassifierStage(Stage):
         return None
 
 
-def load_classifier(folder):
-    """The run's classifier, or None when none was trained."""
-    if not os.path.isfile(os.path.join(folder, CONFIG)):
-        return None
-    spec = load_json(os.path.join(folder, CONFIG))
-    try:
-        clf = CodeClassifier(**{k: spec[k] for k in ("num_codes", "cells", "n_actions", "embed", "hidden",
-                                                     "action_names")})
-    except KeyError as e:
-        raise WmfastError(f"{folder}/{CONFIG}: missing field {e}") from None
-    path = os.path.join(folder, WEIGHTS)
-    return load_state_dict_checked(clf, read_safetensors(path), path).eval()
-
-
 @torch.no_grad()
 def codes_for(model, pairs, idx, device="cpu", batch_size: int = 64):
     model.eval()
@@ -100,7 +66,6 @@ def train_classifier(run, data=None, labelled_fraction: float = 1.0, epochs: int
     """Train the code -> action classifier on the run's train split and score it on test."""
     from wmfast.data import load_dataset
     from wmfast.lapa.data import PairData, load_split
-    from wmfast.lapa.train import lapa_folder, load_lapa
 
     if not 0 < labelled_fraction <= 1:
         raise WmfastError(f"labelled_fraction must be in (0, 1], got {labelled_fraction}")
@@ -144,8 +109,3 @@ def train_classifier(run, data=None, labelled_fraction: float = 1.0, epochs: int
     report["beats_majority"] = report["test_accuracy"] > report["majority_baseline_accuracy"]
     save_classifier(clf, folder, report)
     return report
-
-
-def save_classifier(clf: CodeClassifier, folder, report: dict = None):
-    save_weights(clf, os.path.join(folder, WEIGHTS))
-    save_json({**clf.spec, "report": report or {}}, os.path.join(folder, CONFIG))

@@ -114,7 +114,7 @@ def evaluate_lapa(run, data=None, split: str = "test", out=None, max_pairs: int 
 
     from wmfast.data import load_dataset
     from wmfast.lapa.data import PairData, load_split
-    from wmfast.lapa.train import lapa_folder, load_lapa
+    from wmfast.checkpoint import lapa_folder, load_lapa
     from wmfast.config import load_json
 
     folder = lapa_folder(run)

@@ -88,7 +88,7 @@ def extract_codes(run, data, out, frames: bool = False, batch_size: int = 64, de
 
     from wmfast.data import load_dataset
     from wmfast.lapa.data import SPLITS, PairData, load_split, split_matches
-    from wmfast.lapa.train import lapa_folder, load_lapa
+    from wmfast.checkpoint import lapa_folder, load_lapa
 
     out = os.fspath(out)
     if not out.endswith((".h5", ".hdf5")):

@@ -19,17 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wmfast.checkpoint import load_state_dict_checked, read_safetensors, save_weights
+from wmfast.checkpoint import LAPA_FOLDER, load_lapa_config, save_lapa
 from wmfast.config import Config, load_json, save_json
+from wmfast.device import resolve_device
 from wmfast.errors import WmfastError
 from wmfast.lapa.data import PairData, PairSampler, load_split, save_split, split_episodes
-from wmfast.models.lapa import LapaConfig, LapaModel, named_config
-from wmfast.device import resolve_device
 from wmfast.lapa.evaluate import save_reconstructions, score_pairs
+from wmfast.models.lapa import LapaModel, named_config
 from wmfast.train import distributed
 from wmfast.train.loop import Loop, Stage, cosine, optimizer, rng_state, set_rng_state, truncate_metrics
 
-FOLDER, WEIGHTS, CONFIG = "lapa", "model.safetensors", "config.json"
 TRAIN_STATE, TRAIN_CONFIG, METRICS = "train_state.pt", "train_config.json", "metrics.jsonl"
 
 
@@ -61,51 +60,6 @@ TRAIN_RECIPES = {
                             "val_every": 250, "val_pairs": 128, "recon_every": 500, "usage_every": 500,
                             "save_every": 500},
 }
-
-
-# -- saving and loading ------------------------------------------------------------------------
-
-def lapa_folder(path) -> str:
-    """A run dir (holding lapa/) or the lapa folder itself -> the lapa folder."""
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, FOLDER, CONFIG)):
-        return os.path.join(path, FOLDER)
-    if os.path.isfile(os.path.join(path, CONFIG)):
-        return path
-    raise WmfastError(f"{path}: no LAPA model here (expected {os.path.join(path, FOLDER, CONFIG)})")
-
-
-def save_lapa(model: LapaModel, folder, metadata: dict = None):
-    """model.safetensors + config.json, each written atomically."""
-    os.makedirs(folder, exist_ok=True)
-    save_weights(model, os.path.join(folder, WEIGHTS), metadata)
-    save_json({"kind": "lapa", **model.config.to_dict()}, os.path.join(folder, CONFIG))
-
-
-def load_lapa_config(folder) -> LapaConfig:
-    d = load_json(os.path.join(folder, CONFIG))
-    if d.get("kind", "lapa") != "lapa":
-        raise WmfastError(f"{folder}/{CONFIG}: holds a {d['kind']} model, not a LAPA model")
-    return LapaConfig.from_dict(d, source=f"{folder}/{CONFIG}")
-
-
-def load_lapa(path, device="cpu", best: bool = False) -> LapaModel:
-    """A run dir or lapa folder -> LapaModel in eval mode (classifier attached when one was trained)."""
-    folder = lapa_folder(path)
-    if best:
-        if not os.path.isfile(os.path.join(folder, "best", WEIGHTS)):
-            raise WmfastError(f"{folder}: no best/ checkpoint (it is written at the first validation)")
-        folder_w = os.path.join(folder, "best")
-    else:
-        folder_w = folder
-    model = LapaModel(load_lapa_config(folder))
-    load_state_dict_checked(model, read_safetensors(os.path.join(folder_w, WEIGHTS)), os.path.join(folder_w, WEIGHTS))
-    from wmfast.lapa.classifier import load_classifier
-
-    clf = load_classifier(folder)
-    if clf is not None:
-        model.attach_classifier(clf)
-    return model.to(device).eval()
 
 
 def _vq_state(vq) -> dict:
@@ -228,7 +182,7 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
     model_overrides: LapaConfig fields; callback(step, model) after each step (tests interrupt with it)."""
     from wmfast.data import load_dataset
 
-    folder = os.path.join(os.fspath(run_dir), FOLDER)
+    folder = os.path.join(os.fspath(run_dir), LAPA_FOLDER)
     state_path = os.path.join(folder, TRAIN_STATE)
     if resume:
         if not os.path.exists(state_path):

@@ -329,3 +329,22 @@ class LapaModel(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"grid={c.code_shape}, widths={c.widths}, channels={c.in_channels}, conditioning={c.conditioning}"
+
+
+class CodeClassifier(nn.Module):
+    """codes [B, *grid] int64 -> action logits [B, n_actions]."""
+
+    def __init__(self, num_codes: int, cells: int, n_actions: int, embed: int = 16, hidden: int = 128,
+                 action_names=None):
+        super().__init__()
+        self.spec = {"num_codes": num_codes, "cells": cells, "n_actions": n_actions, "embed": embed,
+                     "hidden": hidden, "action_names": list(action_names or [str(i) for i in range(n_actions)])}
+        self.embed = nn.Embedding(num_codes, embed)
+        self.mlp = nn.Sequential(nn.Linear(cells * embed, hidden), nn.ReLU(), nn.Linear(hidden, n_actions))
+
+    def forward(self, codes):
+        return self.mlp(self.embed(codes.reshape(codes.shape[0], -1)).flatten(1))   # [B, n_actions]
+
+    @torch.no_grad()
+    def predict(self, codes):
+        return self.forward(codes.to(self.embed.weight.device)).argmax(-1)

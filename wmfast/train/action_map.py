@@ -13,10 +13,53 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from wmfast.action_map import FRAME_MAP_STEPS, fit_frame_action_map
+from wmfast.action_map import FRAME_MAP_STEPS, FrameActionMap
 from wmfast.errors import WmfastError
 from wmfast.latent_actions import build_action_map, episode_codes, held_out_episodes, lam_window
+from wmfast.train.loop import Loop, Stage, optimizer
+
+
+class FrameMapStage(Stage):
+    """Cross-entropy of the map's code distribution on batches drawn with the given sample weights."""
+    name = "frame-conditioned action map"
+
+    def __init__(self, net, frames, game_actions, codes, weights, batch_size: int, generator):
+        self.model, self.frames, self.game_actions, self.codes = net, frames, game_actions, codes
+        self.weights, self.batch_size, self.generator = weights, batch_size, generator
+
+    def batch(self, step):
+        return [torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.generator)]
+
+    def loss(self, i):
+        return F.cross_entropy(self.model(self.frames[i], self.game_actions[i]), self.codes[i]), {}, float(len(i))
+
+
+def fit_frame_action_map(frames, game_actions, codes, num_game_actions: int, num_latents: int,
+                         steps: int = FRAME_MAP_STEPS, batch_size: int = 64, lr: float = 5e-3, seed: int = 0,
+                         progress: bool = False, changed=None) -> FrameActionMap:
+    """Cross-entropy fit of p(code | frame, game action) on transitions: frames [N, 3, S, S] (the frame
+    each action was taken in), game_actions [N], codes [N] (the LAM's code of that transition).
+
+    changed [N] bool (the frame changed across the transition), when given, balances the batches: each
+    (game action, changed) group is drawn equally often. A player's data rarely shows a move that does
+    nothing (into a wall: 2% of maze transitions), yet that is where a map that ignores the frame sends
+    the agent through the wall; unbalanced, 15% of blocked RIGHT presses got RIGHT's code."""
+    keep = torch.as_tensor(game_actions) >= 0
+    frames, game_actions, codes = frames[keep].float(), torch.as_tensor(game_actions)[keep].long(), \
+        torch.as_tensor(codes)[keep].long()
+    if len(codes) == 0:
+        raise WmfastError("no transition with a known game action to fit the frame-conditioned action map on")
+    group = game_actions * 2 + (torch.as_tensor(changed)[keep].long() if changed is not None else 0)
+    weights = 1.0 / torch.bincount(group).float()[group]                          # every group equally likely
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):   # a seeded init that leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        net = FrameActionMap(num_game_actions, num_latents)
+    stage = FrameMapStage(net, frames, game_actions, codes, weights, batch_size, g)
+    Loop(stage, optimizer(net, lr, kind="adam")).run(steps, progress=progress, desc="frame-conditioned action map")
+    return net.eval()
 
 
 def train_action_map(run, data=None, steps: int = FRAME_MAP_STEPS, seed: int = 0, progress: bool = True) -> dict:
