@@ -5,7 +5,8 @@ import pytest
 pytest.importorskip("ale_py")
 
 from wmfast.data import load_dataset  # noqa: E402
-from wmfast.data.atari import ale_step, generate_atari_dataset, make_ale, rom_id  # noqa: E402
+from wmfast.data.atari import ale_step, emulator_at, generate_atari_dataset, make_ale, rom_id  # noqa: E402
+from wmfast.data.dataset import read_array  # noqa: E402
 from wmfast.errors import WmfastError  # noqa: E402
 
 
@@ -13,7 +14,8 @@ from wmfast.errors import WmfastError  # noqa: E402
 def native_pong(tmp_path_factory):
     """Two short Pong episodes at the native 210x160 screen, tracker policy."""
     path = tmp_path_factory.mktemp("atari") / "pong.h5"
-    generate_atari_dataset("Pong", 2, size=0, frameskip=4, seed=3, max_steps=30, out=path, progress=False)
+    generate_atari_dataset("Pong", 2, size=0, frameskip=4, seed=3, max_steps=30, policy="tracker", out=path,
+                           progress=False)
     return load_dataset(path)
 
 
@@ -44,16 +46,52 @@ def test_recorded_action_replayed_from_saved_state_gives_next_frame(native_pong)
             alternatives = {}
             for a in {int(ds.actions[t + 1]), 0, 2, 3} - {int(ds.actions[t]), -1}:
                 ale.restoreState(state)
-                ale_step(ale, acts[a], 4)
-                alternatives[a] = ale.getScreenRGB()
+                alternatives[a] = ale_step(ale, acts[a], 4)[1]
             ale.restoreState(state)
-            ale_step(ale, acts[ds.actions[t]], 4)
-            assert np.array_equal(ale.getScreenRGB(), ds.frames[t + 1]), f"step {t - start}"
+            assert np.array_equal(ale_step(ale, acts[ds.actions[t]], 4)[1], ds.frames[t + 1]), f"step {t - start}"
             others_differ += any(not np.array_equal(f, ds.frames[t + 1]) for f in alternatives.values())
             nxt = int(ds.actions[t + 1])
             shifted_differ += nxt in alternatives and not np.array_equal(alternatives[nxt], ds.frames[t + 1])
         # The check has teeth: other actions, and the next step's action, give other frames.
         assert others_differ >= 10 and shifted_differ >= 3
+
+
+def test_a_frame_is_the_max_of_its_steps_last_two_emulator_frames(native_pong):
+    ds = native_pong
+    ale = make_ale("pong", seed=3)
+    ale.reset_game()
+    screens = []
+    for _ in range(4):
+        ale.act(ale.getMinimalActionSet()[ds.actions[0]])
+        screens.append(ale.getScreenRGB())
+    assert np.array_equal(ds.frames[1], np.maximum(screens[2], screens[3]))
+
+
+def test_ram_terminals_and_emulator_states_come_back(native_pong):
+    """The recorded RAM is the console's at each frame, and emulator_at restores any frame's state:
+    from there the recorded action gives the next frame."""
+    ds = native_pong
+    ram, terminals = read_array(ds.source, "ram"), read_array(ds.source, "terminals")
+    assert ram.shape == (62, 128) and ram.dtype == np.uint8 and terminals.shape == (62,) and not terminals.any()
+    assert read_array(ds.source, "no such array") is None
+    for t in (0, 17, 40):
+        ale, acts = emulator_at(ds, t)
+        assert np.array_equal(ale.getRAM(), ram[t])
+        assert np.array_equal(ale_step(ale, acts[ds.actions[t]], 4)[1], ds.frames[t + 1])
+        assert np.array_equal(ale.getRAM(), ram[t + 1])
+    assert len(set(map(bytes, ram[:30]))) > 20          # the RAM changes as the game goes on
+    with pytest.raises(WmfastError, match="outside"):
+        emulator_at(ds, 62)
+
+
+def test_default_policy_draws_every_action_anew(tmp_path):
+    ds = load_dataset(generate_atari_dataset("Pong", 1, size=32, max_steps=200, seed=0, out=tmp_path / "p.h5",
+                                             progress=False))
+    assert (ds.meta["policy"], ds.meta["policy_repeat"], ds.meta["atari_version"]) == ("random", 0.0, 2)
+    a = ds.actions[:-1]
+    same = float((a[1:] == a[:-1]).mean())
+    assert abs(same - 1 / len(ds.action_names)) < 0.1    # i.i.d. over 6 actions: a repeat 1/6 of the time
+    ale, _ = emulator_at(ds, 150)                        # resized frames are checked through the same resize
 
 
 def test_deterministic_by_seed(tmp_path):

@@ -5,7 +5,7 @@ EXAMPLES = {
     "data": "examples:\n  wmfast data game --game pong --episodes 100 --out pong.h5\n"
             "  wmfast data info pong.h5 --preview pong.png",
     "game": "examples:\n  wmfast data game --game pong --episodes 100 --out pong.h5",
-    "atari": "examples:\n  wmfast data atari --game Pong --episodes 20 --policy tracker --out pong.h5",
+    "atari": "examples:\n  wmfast data atari --game Pong --episodes 20 --out pong.h5",
     "convert": "examples:\n  wmfast data convert videos/ --size 64 --out mine.h5\n"
                "  wmfast data convert tinyworlds_pong.h5 --out pong.h5",
     "info": "examples:\n  wmfast data info pong.h5 --preview pong.png\n  wmfast data info game:maze",
@@ -31,7 +31,11 @@ def add_commands(sub):
     p.add_argument("--size", type=nonneg_int, default=64, help="square frame size (area resize); 0 keeps 210x160")
     p.add_argument("--frameskip", type=positive_int, default=4, help="emulator frames per action")
     p.add_argument("--policy", choices=["random", "tracker"], default=None,
-                   help="tracker follows the ball (Pong; its default), random presses with repeats")
+                   help="random (the default): every action drawn independently, unless --repeat; tracker (Pong) "
+                        "follows the ball, which makes the action a function of the frame")
+    p.add_argument("--repeat", type=unit_float, default=0.0,
+                   help="random policy: probability of repeating the previous action (0: i.i.d., the most "
+                        "identifiable actions; 0.5: runs like a player holding a button)")
     p.add_argument("--sticky", type=unit_float, default=0.0, help="ALE repeat_action_probability (emulator side)")
     p.add_argument("--max-steps", type=positive_int, default=500, help="cap on steps per episode")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed for the emulator and the policy")
@@ -60,7 +64,7 @@ def _data_atari(a):
     from wmfast.data import generate_atari_dataset
 
     print(generate_atari_dataset(a.game, a.episodes, a.size, a.frameskip, a.policy, a.seed, a.max_steps,
-                                 a.sticky, out=a.out))
+                                 a.sticky, a.repeat, out=a.out))
 
 
 def _data_convert(a):

@@ -179,6 +179,16 @@ def _json_value(v):
 
 # ---------------------------------------------------------------- reading
 
+def read_array(path, name: str):
+    """One of a dataset file's extra arrays (write_dataset's `extra`, e.g. an Atari recording's `ram`
+    [N, 128] uint8 and `terminals` [N] bool), or None when the file has none of that name."""
+    try:
+        with h5py.File(os.fspath(path), "r") as f:
+            return f[name][:] if name in f and isinstance(f[name], h5py.Dataset) else None
+    except OSError as e:
+        raise WmfastError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
+
+
 def read_h5(path) -> Dataset:
     """A wmfast dataset, or a tinyworlds HDF5 (`frames` only: one pseudo-episode per 1000 frames)."""
     path = os.fspath(path)
