@@ -1,7 +1,7 @@
 """Latent action <-> game control map, stored as `action_map.json` in a run directory.
 
-`wmfast eval` measures which latent code each true game action produces on held-out episodes
-and writes the map; `World.load(run, actions="game")`, `wmfast play/rollout --actions UP,LEFT`,
+`wmfast train action-map` measures which latent code each true game action produces on the run's
+training episodes and writes the map; `World.load(run, actions="game")`, `wmfast play/rollout --actions UP,LEFT`,
 the browser page and policies acting inside a World read it.
 
     {"action_names": ["NOOP", "UP", ...],          # game action id -> name
@@ -14,7 +14,7 @@ the browser page and policies acting inside a World read it.
 
 What a control does can depend on the frame: a move into a wall changes nothing, so the LAM codes it
 as NOOP, and a table that always sends RIGHT's usual code makes the world model move the agent into
-the wall. `wmfast eval` therefore also fits a FrameActionMap, p(latent code | frame, game action), on
+the wall. The action-map stage therefore also fits a FrameActionMap, p(latent code | frame, game action), on
 the training episodes' transitions; the World uses it (on the frame the action applies to) whenever
 the run has one.
 """
@@ -112,7 +112,7 @@ class ActionMap:
     def load(cls, run_dir) -> "ActionMap":
         path = os.path.join(run_dir, ACTION_MAP) if os.path.isdir(run_dir) else run_dir
         if not os.path.isfile(path):
-            raise WmfastError(f"{run_dir} has no {ACTION_MAP}; run `wmfast eval --run {run_dir} --data SPEC` "
+            raise WmfastError(f"{run_dir} has no {ACTION_MAP}; run `wmfast train action-map --run {run_dir}` "
                               f"to measure which latent code each game action produces")
         d = load_json(path)
         if not isinstance(d, dict) or "counts" not in d:

@@ -92,22 +92,20 @@ def action_metrics(true_actions, codes, changed, num_game_actions: int, num_code
             "confusion_changed": confusion_counts(t[ch], z[ch], num_game_actions, num_codes).tolist()}
 
 
-def has_saved_map(run, spec, ds) -> bool:
-    """Whether the run holds an action map (with its frame-conditioned model) fitted on this data."""
+def saved_action_map(run, spec, ds):
+    """The run's action map (with its frame-conditioned model) when it was fitted on this data, else None."""
     from wmfast.action_map import ACTION_MAP, ActionMap
 
     if run is None or ds.actions is None or not os.path.isfile(os.path.join(run, ACTION_MAP)):
-        return False
+        return None
     saved = ActionMap.load(run)
-    return saved.frame_map is not None and saved.data == os.fspath(spec) and saved.num_game_actions == ds.n_actions
+    fits = saved.frame_map is not None and saved.data == os.fspath(spec) and saved.num_game_actions == ds.n_actions
+    return saved if fits else None
 
 
-def saved_map_agreement(run, held_codes) -> dict:
-    """How often the run's saved action map gives the LAM's own code on the held-out transitions with a
-    known game action: the frame-conditioned map and its table alone."""
-    from wmfast.action_map import ActionMap
-
-    action_map = ActionMap.load(run)
+def saved_map_agreement(action_map, held_codes) -> dict:
+    """How often a saved action map gives the LAM's own code on the held-out transitions with a known
+    game action: the frame-conditioned map and its table alone."""
     true, codes = torch.as_tensor(held_codes["true"]), torch.as_tensor(held_codes["codes"])
     known = true >= 0
     true, codes, frames = true[known], codes[known], held_codes["frames"][known]
@@ -254,7 +252,8 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
               "seed": seed, "notes": []}
 
     # latent actions on every held-out transition
-    map_saved = has_saved_map(run, spec, ds)
+    saved_map = saved_action_map(run, spec, ds)
+    map_saved = saved_map is not None
     every = episode_codes(model, ds, held, window, progress, keep_frames=map_saved)
     report.update({k: v for k, v in code_statistics(every["codes"], K).items()})
     z = every["z"]
@@ -275,7 +274,7 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
         report["notes"].append(f"{ds.source} has no true actions: action NMI/purity, the confusion matrix, "
                                "action_map.json and the game-action rollout are skipped")
     if action_map is not None and map_saved:
-        report["action_map"]["saved"] = saved_map_agreement(run, every)
+        report["action_map"]["saved"] = saved_map_agreement(saved_map, every)
         report["notes"].append("game actions through the run's saved action map (World(actions=\"game\"))")
     elif action_map is not None:
         report["notes"].append(f"no action map for this data in the run: the game-action rollout uses the held-out "

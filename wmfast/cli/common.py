@@ -164,14 +164,18 @@ def output_file(*extensions):
 
 # -- renamed options ------------------------------------------------------------------------------
 
-class _DeprecatedSpelling(argparse.Action):
-    def __init__(self, option_strings, dest, new=None, **kwargs):
-        self.new = new
+class _Deprecated(argparse.Action):
+    """An option kept for one release: one warning line on stderr (`warning`), then the value is
+    stored (a renamed option) or dropped (store=False: a retired one)."""
+
+    def __init__(self, option_strings, dest, warning=None, store=True, **kwargs):
+        self.warning, self.store = warning, store
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"{parser.prog}: warning: {option_string} is deprecated here, use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
+        print(f"{parser.prog}: warning: {option_string} is deprecated {self.warning}", file=sys.stderr)
+        if self.store:
+            setattr(namespace, self.dest, values)
 
 
 def deprecated_alias(p, old: str, new: str):
@@ -179,23 +183,15 @@ def deprecated_alias(p, old: str, new: str):
     type, hidden from --help, one warning line on stderr when used. Call it after adding `new`."""
     action = next(a for a in p._actions if new in a.option_strings)
     p.add_argument(old, dest=action.dest, type=action.type, choices=action.choices, metavar=action.metavar,
-                   default=argparse.SUPPRESS, help=argparse.SUPPRESS, action=_DeprecatedSpelling, new=new)
-
-
-class _Retired(argparse.Action):
-    def __init__(self, option_strings, dest, why=None, **kwargs):
-        self.why = why
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"{parser.prog}: warning: {option_string} is deprecated and does nothing: {self.why}", file=sys.stderr)
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS, action=_Deprecated, warning=f"here, use {new}")
 
 
 def retired_option(p, name: str, why: str, takes_value: bool = True):
     """An option whose work moved elsewhere: still accepted for one release (hidden from --help), it
     warns on stderr with `why` (where the work went) and changes nothing."""
     p.add_argument(name, nargs=1 if takes_value else 0, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
-                   action=_Retired, why=why, dest="retired_" + name.strip("-").replace("-", "_"))
+                   action=_Deprecated, warning=f"and does nothing: {why}", store=False,
+                   dest="retired_" + name.strip("-").replace("-", "_"))
 
 
 # -- help for everything, given options, relaunching ----------------------------------------------

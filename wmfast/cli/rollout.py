@@ -23,7 +23,7 @@ def add_commands(sub):
                               "  wmfast rollout --run runs/pong --actions infer --mode fast --maskgit-steps 2")
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--actions", required=True, help="latent action ids, e.g. 0,1,1,3; game actions by name, e.g. "
-                                                    "UP,UP,LEFT (through RUN/action_map.json from `wmfast eval`); "
+                                                    "UP,UP,LEFT (through RUN/action_map.json from `wmfast train action-map`); "
                                                     "or 'infer' (the latent actions of the episode's true frames)")
     p.add_argument("--action-space", choices=["auto", "latent", "game"], default="auto",
                    help="what --actions holds: auto = names are game actions, numbers latent ids; game = game "

@@ -30,11 +30,13 @@ class ClassifierStage(Stage):
 
     def __init__(self, clf, x, y, xv, yv, batch_size: int):
         self.model, self.x, self.y, self.xv, self.yv, self.batch_size = clf, x, y, xv, yv, batch_size
-        self.steps_per_epoch = -(-len(y) // batch_size)
         self.best, self.best_state, self.perm = -1.0, None, None
 
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
     def batch(self, step):
-        i = step % self.steps_per_epoch
+        i = step % self.steps_per_epoch()
         if i == 0:
             self.perm = torch.randperm(len(self.y))
         return [self.perm[i * self.batch_size:(i + 1) * self.batch_size]]
@@ -43,7 +45,7 @@ class ClassifierStage(Stage):
         return F.cross_entropy(self.model(self.x[b]), self.y[b]), {}, float(len(b))
 
     def after_step(self, step, result):
-        if step % self.steps_per_epoch:
+        if step % self.steps_per_epoch():
             return None
         self.model.eval()
         xs, ys = (self.xv, self.yv) if len(self.yv) else (self.x, self.y)
@@ -93,7 +95,7 @@ def train_classifier(run, data=None, labelled_fraction: float = 1.0, epochs: int
     cells = int(np.prod(model.config.code_shape)) if model.config.code_shape else 1
     clf = CodeClassifier(model.num_codes, cells, ds.n_actions, action_names=ds.action_names)
     stage = ClassifierStage(clf, x, y, xv, yv, batch_size)
-    Loop(stage, optimizer(clf, lr, 1e-4, kind="adam")).run(epochs * stage.steps_per_epoch, progress=False)
+    Loop(stage, optimizer(clf, lr, 1e-4, kind="adam")).run(epochs * stage.steps_per_epoch(), progress=False)
     best, best_state = stage.best, stage.best_state
     clf.load_state_dict(best_state)
     clf.eval()

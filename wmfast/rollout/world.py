@@ -114,7 +114,7 @@ class World:
             self.action_map = ActionMap.load(model.path)
             if self.action_map.num_latents != self.num_latent_actions:
                 raise WmfastError(f"{model.path}/action_map.json maps to {self.action_map.num_latents} latent codes "
-                                  f"but the run's LAM has {self.num_latent_actions}; run `wmfast eval` again")
+                                  f"but the run's LAM has {self.num_latent_actions}; run `wmfast train action-map` again")
         self.actions = actions
         self.num_actions = self.action_map.num_game_actions if self.action_map else self.num_latent_actions
         self._mask = model.dynamics.mask_token.detach().float().to(self.device)             # [1, 1, 1, L]

@@ -33,6 +33,7 @@ from wmfast.train import distributed
 from wmfast.train.schedule import lr_at
 
 # Metrics that are code indices: gathered across processes, not averaged.
+AMP = ("bf16", "fp16", "none")   # autocast dtypes on a GPU (the CPU always runs fp32)
 INDEX_KEYS = ("indices", "action_indices", "true_actions")
 
 
@@ -112,7 +113,7 @@ def global_values(loss, metrics: dict, weight: float, stop: bool, device):
 
 def autocast(device, amp: str = "bf16"):
     """bf16 / fp16 autocast on a GPU; fp32 on the CPU or with amp "none"."""
-    if amp not in ("bf16", "fp16", "none"):
+    if amp not in AMP:
         raise WmfastError(f"amp must be bf16, fp16 or none, got {amp!r}")
     if torch.device(device).type != "cuda" or amp == "none":
         return contextlib.nullcontext()
@@ -191,7 +192,8 @@ class Loop:
         self.state_path = state_path
         self.scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" and amp == "fp16" else None
         self.updating = False
-        autocast(self.device, amp)   # validates amp
+        if amp not in AMP:
+            raise WmfastError(f"amp must be bf16, fp16 or none, got {amp!r}")
 
     # -- checkpoints -------------------------------------------------------------------------
 

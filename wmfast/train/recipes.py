@@ -2,8 +2,8 @@
 
 `wmfast demo --train` runs exactly this. The model under wmfast/assets/pretrained/ was made by
 `wmfast demo --train --out <dir>` with this recipe and copied there (without train_state.pt); its
-action map was then refit by `wmfast eval --run <dir>` once the map's fitting balanced its
-(game action, frame changed) groups, which `demo --train` now does itself."""
+action map was then refit (by the evaluator of that time; now `wmfast train action-map`) once the
+map's fitting balanced its (game action, frame changed) groups, which `demo --train` now does itself."""
 import os
 from dataclasses import replace
 
