@@ -118,7 +118,8 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.int64, torch.bool]
 def test_dynamics_forward_runs_or_refuses(dyn, B, Ba, T, Ta, P, L, A, dtype, poison):
     lat = torch.zeros(B, T, P, L).to(dtype)
     act = torch.zeros(Ba, Ta, A).to(dtype)
-    if poison is not None and lat.numel() and lat.is_floating_point():
+    poisoned = poison is not None and lat.numel() > 0 and lat.is_floating_point()   # an empty batch holds no value
+    if poisoned:
         lat.view(-1)[0] = poison
     try:
         out = dyn(lat, act)
@@ -126,7 +127,7 @@ def test_dynamics_forward_runs_or_refuses(dyn, B, Ba, T, Ta, P, L, A, dtype, poi
         assert "\n" not in str(e)
         return
     # Accepted: exactly the documented contract, nothing broadcast or silently NaN.
-    assert (B, P, L, A) == (Ba, 4, 2, 2) and Ta in (T - 1, T) and dtype.is_floating_point and poison is None
+    assert (B, P, L, A) == (Ba, 4, 2, 2) and Ta in (T - 1, T) and dtype.is_floating_point and not poisoned
     assert out.shape == (B, T, 4, dyn.config.codebook_size) and out.dtype == torch.float32
     assert bool(torch.isfinite(out).all())
 
