@@ -1,6 +1,7 @@
-"""Stage checkpoints: `model.safetensors` + `config.json` in one folder per stage.
+"""Model checkpoints: `model.safetensors` + `config.json` (its "kind" names the model) in one folder.
 
-A run directory holds up to three stage folders: tokenizer/, actions/, dynamics/.
+A run directory holds up to three stage folders: tokenizer/, actions/, dynamics/, and lapa/ when a
+LAPA model was trained.
 Every file is written atomically (temp file + os.replace), so a killed run never leaves a
 half-written checkpoint. Nothing here unpickles anything.
 """
@@ -17,17 +18,19 @@ from wmfast.models.lapa import CodeClassifier, LapaConfig, LapaModel
 from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel
 from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer
 
-# stage name -> (model class, config class)
+# The world model's stages, in training order: stage name -> (model class, config class)
 STAGES = {
     "tokenizer": (VideoTokenizer, TokenizerConfig),
     "actions": (LatentActionModel, LatentActionConfig),
     "dynamics": (DynamicsModel, DynamicsConfig),
 }
+# Every kind saved and loaded here: the stages and the LAPA model
+KINDS = {**STAGES, "lapa": (LapaModel, LapaConfig)}
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
-def stage_of(model) -> str:
-    for name, (cls, _) in STAGES.items():
+def kind_of(model) -> str:
+    for name, (cls, _) in KINDS.items():
         if isinstance(model, cls):
             return name
     raise WmfastError(f"not a wmfast model: {type(model).__name__}")
@@ -37,7 +40,7 @@ def save_model(model, folder, metadata: dict = None):
     """Write model.safetensors + config.json into folder (atomically, file by file)."""
     os.makedirs(folder, exist_ok=True)
     save_weights(model, os.path.join(folder, WEIGHTS), metadata)
-    save_json({"kind": stage_of(model), **model.config.to_dict()}, os.path.join(folder, CONFIG))
+    save_json({"kind": kind_of(model), **model.config.to_dict()}, os.path.join(folder, CONFIG))
 
 
 def save_weights(model, path, metadata: dict = None):
@@ -56,16 +59,16 @@ def _umask() -> int:
 
 
 def load_config(folder, stage: str = None):
-    """config.json of a stage folder -> (stage name, config dataclass)."""
+    """config.json of a model folder -> (kind, config dataclass); stage: the kind expected."""
     d = load_json(os.path.join(folder, CONFIG))
     if not isinstance(d, dict):
         raise WmfastError(f"{folder}/{CONFIG}: expected a JSON object of config fields, got {type(d).__name__}")
     kind = d.get("kind", stage)
-    if kind not in STAGES:
-        raise WmfastError(f"{folder}/{CONFIG}: unknown model kind {kind!r} (expected one of {list(STAGES)})")
+    if kind not in KINDS:
+        raise WmfastError(f"{folder}/{CONFIG}: unknown model kind {kind!r} (expected one of {list(KINDS)})")
     if stage is not None and kind != stage:
         raise WmfastError(f"{folder}/{CONFIG}: holds a {kind} model, expected {stage}")
-    return kind, STAGES[kind][1].from_dict(d, source=f"{folder}/{CONFIG}")
+    return kind, KINDS[kind][1].from_dict(d, source=f"{folder}/{CONFIG}")
 
 
 def load_state_dict_checked(model, state: dict, source: str):
@@ -97,13 +100,15 @@ def read_safetensors(path) -> dict:
         raise WmfastError(f"corrupt safetensors file {path}: {e}") from None
 
 
-def load_model(folder, stage: str = None, device="cpu"):
-    """A stage folder -> the model in eval mode."""
+def load_model(folder, stage: str = None, device="cpu", weights_folder=None):
+    """A model folder -> the model in eval mode; stage: the kind expected; weights_folder: read
+    model.safetensors from there instead (LAPA's best/)."""
     if not os.path.isdir(folder):
         raise WmfastError(f"missing checkpoint folder: {folder}")
     kind, cfg = load_config(folder, stage)
-    model = STAGES[kind][0](cfg)
-    load_state_dict_checked(model, read_safetensors(os.path.join(folder, WEIGHTS)), os.path.join(folder, WEIGHTS))
+    model = KINDS[kind][0](cfg)
+    path = os.path.join(weights_folder or folder, WEIGHTS)
+    load_state_dict_checked(model, read_safetensors(path), path)
     return model.to(device).eval()
 
 
@@ -126,45 +131,26 @@ def load_torch_safe(path, what: str = "file"):
 
 # -- LAPA (wmfast.lapa): RUN/lapa/ holds model.safetensors + config.json, best/, and the optional
 # code -> game action classifier (classifier.safetensors + classifier.json)
-LAPA_FOLDER, LAPA_WEIGHTS, LAPA_CONFIG = "lapa", "model.safetensors", "config.json"
+LAPA_FOLDER = "lapa"
 CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.safetensors", "classifier.json"
 
 
 def lapa_folder(path) -> str:
     """A run dir (holding lapa/) or the lapa folder itself -> the lapa folder."""
     path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, LAPA_FOLDER, LAPA_CONFIG)):
+    if os.path.isfile(os.path.join(path, LAPA_FOLDER, CONFIG)):
         return os.path.join(path, LAPA_FOLDER)
-    if os.path.isfile(os.path.join(path, LAPA_CONFIG)):
+    if os.path.isfile(os.path.join(path, CONFIG)):
         return path
-    raise WmfastError(f"{path}: no LAPA model here (expected {os.path.join(path, LAPA_FOLDER, LAPA_CONFIG)})")
-
-
-def save_lapa(model: LapaModel, folder, metadata: dict = None):
-    """model.safetensors + config.json, each written atomically."""
-    os.makedirs(folder, exist_ok=True)
-    save_weights(model, os.path.join(folder, LAPA_WEIGHTS), metadata)
-    save_json({"kind": "lapa", **model.config.to_dict()}, os.path.join(folder, LAPA_CONFIG))
-
-
-def load_lapa_config(folder) -> LapaConfig:
-    d = load_json(os.path.join(folder, LAPA_CONFIG))
-    if d.get("kind", "lapa") != "lapa":
-        raise WmfastError(f"{folder}/{LAPA_CONFIG}: holds a {d['kind']} model, not a LAPA model")
-    return LapaConfig.from_dict(d, source=f"{folder}/{LAPA_CONFIG}")
+    raise WmfastError(f"{path}: no LAPA model here (expected {os.path.join(path, LAPA_FOLDER, CONFIG)})")
 
 
 def load_lapa(path, device="cpu", best: bool = False) -> LapaModel:
     """A run dir or lapa folder -> LapaModel in eval mode (classifier attached when one was trained)."""
     folder = lapa_folder(path)
-    if best:
-        if not os.path.isfile(os.path.join(folder, "best", LAPA_WEIGHTS)):
-            raise WmfastError(f"{folder}: no best/ checkpoint (it is written at the first validation)")
-        folder_w = os.path.join(folder, "best")
-    else:
-        folder_w = folder
-    model = LapaModel(load_lapa_config(folder))
-    load_state_dict_checked(model, read_safetensors(os.path.join(folder_w, LAPA_WEIGHTS)), os.path.join(folder_w, LAPA_WEIGHTS))
+    if best and not os.path.isfile(os.path.join(folder, "best", WEIGHTS)):
+        raise WmfastError(f"{folder}: no best/ checkpoint (it is written at the first validation)")
+    model = load_model(folder, "lapa", weights_folder=os.path.join(folder, "best") if best else None)
     clf = load_classifier(folder)
     if clf is not None:
         model.attach_classifier(clf)

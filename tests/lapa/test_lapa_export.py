@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wmfast.cli import main
-from wmfast.checkpoint import save_lapa
+from wmfast.checkpoint import save_model
 from wmfast.models.lapa import LapaModel
 
 from lapa_synth import tiny_config
@@ -19,7 +19,7 @@ def test_export_and_parity_through_the_cli(tmp_path, capsys, kw):
     with torch.no_grad():   # as after training: the background starts as zeros and the last layer at zero
         torch.nn.init.normal_(model.decoder.ups[-1][0].weight, std=0.05)
         model.decoder.background.uniform_(0, 1)
-    save_lapa(model, tmp_path / "run" / "lapa")
+    save_model(model, tmp_path / "run" / "lapa")
     run, out = str(tmp_path / "run"), str(tmp_path / "onnx")
     assert main(["export", "--run", run, "--out", out]) == 0
     printed = capsys.readouterr().out
@@ -31,5 +31,5 @@ def test_export_and_parity_through_the_cli(tmp_path, capsys, kw):
     # A decoder whose weights no longer match the exported graph fails the check.
     with torch.no_grad():
         model.decoder.ups[-1][0].bias.add_(0.5)
-    save_lapa(model, tmp_path / "run" / "lapa")
+    save_model(model, tmp_path / "run" / "lapa")
     assert main(["parity", "--run", run, "--onnx", out]) == 1

@@ -7,7 +7,7 @@
     m = wmfast.load("runs/breakout"); m.lapa.encode(frame_t, frame_t1)
 """
 from wmfast.lapa.data import PairData, split_episodes  # noqa: F401
-from wmfast.checkpoint import load_lapa, save_lapa  # noqa: F401
+from wmfast.checkpoint import load_lapa  # noqa: F401
 from wmfast.lapa.train import LapaTrainConfig, train_lapa  # noqa: F401
 from wmfast.lapa.evaluate import evaluate_lapa  # noqa: F401
 from wmfast.lapa.extract import extract_codes  # noqa: F401

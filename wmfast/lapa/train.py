@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wmfast.checkpoint import LAPA_FOLDER, load_lapa_config, save_lapa
+from wmfast.checkpoint import LAPA_FOLDER, load_config, save_model
 from wmfast.config import Config, load_json, save_json
 from wmfast.device import resolve_device
 from wmfast.errors import WmfastError
@@ -158,7 +158,7 @@ class LapaStage(Stage):
         self.last.update(val)
         if val["val_mse"] < self.best_val:
             self.best_val = val["val_mse"]
-            save_lapa(self.model, os.path.join(self.folder, "best"), metadata={"step": step, **self.meta})
+            save_model(self.model, os.path.join(self.folder, "best"), metadata={"step": step, **self.meta})
 
     def state(self):
         return {"best_val": self.best_val, "vq": _vq_state(self.model.quantizer), "rng": rng_state(self.sampler.rng)}
@@ -169,7 +169,7 @@ class LapaStage(Stage):
         set_rng_state(self.sampler.rng, state["rng"])
 
     def save(self, step):
-        save_lapa(self.model, self.folder, metadata={"step": step, **self.meta})
+        save_model(self.model, self.folder, metadata={"step": step, **self.meta})
         save_json(self.train.to_dict(), os.path.join(self.folder, TRAIN_CONFIG))
 
 
@@ -190,7 +190,7 @@ def train_lapa(run_dir, data, config: str = "lapa-breakout", train: LapaTrainCon
         saved = LapaTrainConfig.from_dict(load_json(os.path.join(folder, TRAIN_CONFIG)))
         overrides = {} if train is None else {"iterations": train.iterations, "progress": train.progress}
         train = dataclasses.replace(saved, **overrides)
-        cfg = load_lapa_config(folder)
+        _, cfg = load_config(folder, "lapa")
     else:
         if os.path.exists(state_path):
             raise WmfastError(f"{folder} already holds a trained LAPA model; pass --resume to continue it "
