@@ -13,34 +13,20 @@ from safetensors.torch import load_file, save_file
 
 from wmfast.config import load_json, save_json
 from wmfast.errors import WmfastError
-from wmfast.models.dynamics import DynamicsConfig, DynamicsModel
-from wmfast.models.lapa import CodeClassifier, LapaConfig, LapaModel
-from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel
-from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer
+from wmfast.models.lapa import CodeClassifier, LapaModel
+from wmfast.models.registry import KINDS, STAGES, kind_of  # noqa: F401  (STAGES: re-exported for callers)
 
-# The world model's stages, in training order: stage name -> (model class, config class)
-STAGES = {
-    "tokenizer": (VideoTokenizer, TokenizerConfig),
-    "actions": (LatentActionModel, LatentActionConfig),
-    "dynamics": (DynamicsModel, DynamicsConfig),
-}
-# Every kind saved and loaded here: the stages and the LAPA model
-KINDS = {**STAGES, "lapa": (LapaModel, LapaConfig)}
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-
-
-def kind_of(model) -> str:
-    for name, (cls, _) in KINDS.items():
-        if isinstance(model, cls):
-            return name
-    raise WmfastError(f"not a wmfast model: {type(model).__name__}")
 
 
 def save_model(model, folder, metadata: dict = None):
     """Write model.safetensors + config.json into folder (atomically, file by file)."""
+    kind = kind_of(model)
+    if kind is None:
+        raise WmfastError(f"not a wmfast model: {type(model).__name__}")
     os.makedirs(folder, exist_ok=True)
     save_weights(model, os.path.join(folder, WEIGHTS), metadata)
-    save_json({"kind": kind_of(model), **model.config.to_dict()}, os.path.join(folder, CONFIG))
+    save_json({"kind": kind, **model.config.to_dict()}, os.path.join(folder, CONFIG))
 
 
 def save_weights(model, path, metadata: dict = None):

@@ -1,0 +1,22 @@
+"""Every model kind wmfast saves: kind (the "kind" field of its config.json) -> (model class, config
+class). wmfast.checkpoint saves and loads through it."""
+from wmfast.models.dynamics import DynamicsConfig, DynamicsModel
+from wmfast.models.lapa import LapaConfig, LapaModel
+from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel
+from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer
+
+# The world model's stages, in training order (one folder each in a run directory)
+STAGES = {
+    "tokenizer": (VideoTokenizer, TokenizerConfig),
+    "actions": (LatentActionModel, LatentActionConfig),
+    "dynamics": (DynamicsModel, DynamicsConfig),
+}
+KINDS = {**STAGES, "lapa": (LapaModel, LapaConfig)}
+
+
+def kind_of(model) -> str:
+    """The registry kind of a model instance (None when it is not a registered model)."""
+    for name, (cls, _) in KINDS.items():
+        if isinstance(model, cls):
+            return name
+    return None
