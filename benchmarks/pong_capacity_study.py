@@ -28,6 +28,7 @@ from wmfast.eval.long_play import READERS, HeldRandomActions, long_play, start_g
 from wmfast.measure import machine_info, write_json
 from wmfast.rollout.world import World
 
+ONE_STEP_FRAMES = 60   # teacher-forced frames per game for the tokenizer and one-step checks
 DYNAMICS = ["--steps", "1500", "--lr", "2e-3", "--warmup-steps", "50", "--seed", "0"]
 
 
@@ -66,8 +67,7 @@ def held_out_steps(world, seed: int, steps: int, games: int):
         window.append(real)
 
 
-def tokenizer_and_one_step(run, seed: int, steps: int, games: int) -> dict:
-    world = World.load(run, mode="fast", steps=4, actions="game")
+def tokenizer_and_one_step(world, seed: int, steps: int, games: int) -> dict:
     reader, be = READERS["pong"](world.frame_size, 64), world.backend
     checks = {k: [] for k in ("tokenizer_paddle_ok", "tokenizer_one_ball", "one_step_paddle_ok", "one_step_one_ball",
                               "one_step_ball_error_px")}
@@ -103,8 +103,8 @@ def main():
     report = {"seed": a.seed, "games": a.games, "long_play_steps": a.steps, "mode": "fast:4",
               "machine": machine_info("cpu"), "runs": {}}
     for name, run in runs.items():
-        row = tokenizer_and_one_step(run, a.seed, 60, a.games)
         world = World.load(run, mode="fast", steps=4, actions="game")
+        row = tokenizer_and_one_step(world, a.seed, ONE_STEP_FRAMES, a.games)
         for stream in ("random", "policy"):
             r = long_play(world, "pong", a.games, a.steps, stream, a.seed)
             row[f"long_play_{stream}"] = {**{k: round(v, 4) for k, v in r["share"].items()},
