@@ -10,7 +10,7 @@ import time
 import numpy as np
 import torch
 
-from wmfast.config import load_json, save_json
+from wmfast.config import save_json
 from wmfast.errors import WmfastError
 
 FILE, REPORT = "policy.onnx", "policy_parity.json"
@@ -18,11 +18,13 @@ ATOL = 1e-4
 
 
 def is_policy_run(run_dir) -> bool:
-    path = os.path.join(os.fspath(run_dir), "config.json")
-    if not os.path.isfile(path):
+    from wmfast.checkpoint import load_config
+    from wmfast.models.policy import POLICY_KINDS
+
+    if not os.path.isfile(os.path.join(os.fspath(run_dir), "config.json")):
         return False
     try:
-        return load_json(path).get("model") == "policy"
+        return load_config(run_dir)[0] in POLICY_KINDS
     except WmfastError:
         return False
 
@@ -30,7 +32,7 @@ def is_policy_run(run_dir) -> bool:
 def export_policy(run_dir, out=None, opset: int = 20, check: bool = True) -> dict:
     """Export the policy to OUT/policy.onnx (default RUN/onnx); with check, run the parity check too.
     Returns {"file", "bytes", "export_s", "parity"?}."""
-    from wmfast.policy.io import load_policy
+    from wmfast.checkpoint import load_policy
 
     model = load_policy(run_dir)
     S = model.config.frame_size
@@ -60,7 +62,7 @@ def policy_parity(run_dir, onnx_dir=None, batches=(1, 5), seed: int = 0) -> dict
     """Max |onnxruntime - eager| over random frames at each batch size; passed when <= ATOL."""
     import onnxruntime as ort
 
-    from wmfast.policy.io import load_policy
+    from wmfast.checkpoint import load_policy
 
     model = load_policy(run_dir)
     path = os.path.join(onnx_dir or os.path.join(run_dir, "onnx"), FILE)

@@ -39,11 +39,7 @@ LAYERS = {
     "wmfast.measure": OPS,          # timing and machine facts (reads the ops' extension flag)
     "wmfast.nn": NN,
     "wmfast.models": MODELS, "wmfast.checkpoint": MODELS, "wmfast.compat": MODELS,
-    # the policy networks and their checkpoint format are models; training and evaluating them are apps
-    "wmfast.policy.act": MODELS, "wmfast.policy.bc": MODELS, "wmfast.policy.chunk": MODELS,
-    "wmfast.policy.cnn": MODELS, "wmfast.policy.io": MODELS,
     "wmfast.rollout": ENGINE, "wmfast.export": ENGINE, "wmfast.train": ENGINE, "wmfast.loader": ENGINE,
-    "wmfast.action_map": ENGINE,    # a run's game action <-> latent code map (and its frame model's weights)
     "wmfast.latent_actions": ENGINE,   # a run's held-out split and the LAM's codes per transition
     # LAPA's trainer (with its validation and code classifier) is an engine like wmfast.train
     "wmfast.lapa.train": ENGINE, "wmfast.lapa.classifier": ENGINE, "wmfast.lapa.data": ENGINE,
@@ -235,7 +231,7 @@ def test_only_the_cli_uses_argparse():
 
 
 @pytest.mark.parametrize("module,expected", [("wmfast.nn.collectives", NN), ("wmfast.nn.capture_flag", NN),
-                                             ("wmfast.export.parity", ENGINE), ("wmfast.policy.io", MODELS)])
+                                             ("wmfast.export.parity", ENGINE), ("wmfast.models.policy", MODELS)])
 def test_shared_helpers_sit_below_their_users(module, expected):
     assert module in modules()
     assert layer(module, command_modules()) == expected

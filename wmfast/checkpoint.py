@@ -1,7 +1,7 @@
 """Model checkpoints: `model.safetensors` + `config.json` (its "kind" names the model) in one folder.
 
 A run directory holds up to three stage folders: tokenizer/, actions/, dynamics/, and lapa/ when a
-LAPA model was trained.
+LAPA model was trained. A policy run is one such folder (its kind: bc, chunk or act).
 Every file is written atomically (temp file + os.replace), so a killed run never leaves a
 half-written checkpoint. Nothing here unpickles anything.
 """
@@ -13,7 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from wmfast.config import load_json, save_json
 from wmfast.errors import WmfastError
+from wmfast.models.action_map import ACTION_MAP, FRAME_MAP_WEIGHTS, ActionMap, FrameActionMapConfig
 from wmfast.models.lapa import CodeClassifier, LapaModel
+from wmfast.models.policy import POLICY_KINDS
 from wmfast.models.registry import KINDS, STAGES, kind_of  # noqa: F401  (STAGES: re-exported for callers)
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -27,6 +29,7 @@ def save_model(model, folder, metadata: dict = None):
     os.makedirs(folder, exist_ok=True)
     save_weights(model, os.path.join(folder, WEIGHTS), metadata)
     save_json({"kind": kind, **model.config.to_dict()}, os.path.join(folder, CONFIG))
+    return folder
 
 
 def save_weights(model, path, metadata: dict = None):
@@ -49,6 +52,8 @@ def load_config(folder, stage: str = None):
     d = load_json(os.path.join(folder, CONFIG))
     if not isinstance(d, dict):
         raise WmfastError(f"{folder}/{CONFIG}: expected a JSON object of config fields, got {type(d).__name__}")
+    if d.get("model") == "policy":   # policy runs before the registry marked themselves so
+        d = {k: v for k, v in d.items() if k != "model"}
     kind = d.get("kind", stage)
     if kind not in KINDS:
         raise WmfastError(f"{folder}/{CONFIG}: unknown model kind {kind!r} (expected one of {list(KINDS)})")
@@ -96,6 +101,48 @@ def load_model(folder, stage: str = None, device="cpu", weights_folder=None):
     path = os.path.join(weights_folder or folder, WEIGHTS)
     load_state_dict_checked(model, read_safetensors(path), path)
     return model.to(device).eval()
+
+
+def load_policy(folder, device="cpu"):
+    """A policy run folder -> the policy (BC, chunk or ACT) in eval mode."""
+    if not os.path.isdir(folder):
+        raise WmfastError(f"policy run not found: {folder}")
+    kind = load_config(folder)[0]
+    if kind not in POLICY_KINDS:
+        raise WmfastError(f"{folder}/{CONFIG} holds a {kind} model, not a policy (train one with `wmfast policy train`)")
+    return load_model(folder, kind, device)
+
+
+def save_action_map(amap: ActionMap, run_dir) -> str:
+    """RUN/action_map.json (+ action_map.safetensors: the frame-conditioned map, when there is one)."""
+    path = os.path.join(run_dir, ACTION_MAP)
+    weights = os.path.join(run_dir, FRAME_MAP_WEIGHTS)
+    if amap.frame_map is not None:
+        save_weights(amap.frame_map, weights)
+    elif os.path.exists(weights):
+        os.remove(weights)   # a stale map from an earlier fit must not be picked up
+    save_json(amap.to_dict(), path)
+    return path
+
+
+def load_action_map(run_dir) -> ActionMap:
+    """A run dir (or its action_map.json) -> the ActionMap, with its frame-conditioned map when saved."""
+    path = os.path.join(run_dir, ACTION_MAP) if os.path.isdir(run_dir) else os.fspath(run_dir)
+    if not os.path.isfile(path):
+        raise WmfastError(f"{run_dir} has no {ACTION_MAP}; run `wmfast train action-map --run {run_dir}` "
+                          f"to measure which latent code each game action produces")
+    d = load_json(path)
+    amap = ActionMap.from_dict(d, path)
+    info = d.get("frame_map")
+    if isinstance(info, dict):
+        cfg = FrameActionMapConfig(num_game_actions=amap.num_game_actions, num_latents=amap.num_latents,
+                                   width=int(info.get("width", 16)))
+        net = KINDS["frame_action_map"][0](cfg)
+        weights = os.path.join(os.path.dirname(path), info.get("weights", FRAME_MAP_WEIGHTS))
+        load_state_dict_checked(net, read_safetensors(weights), weights)
+        amap.frame_map = net.eval()
+        amap.frame_map_info = {k: v for k, v in info.items() if k not in ("weights", "width")}
+    return amap
 
 
 def save_torch_atomic(obj, path):

@@ -73,8 +73,8 @@ def compare_lam(data=None, steps: int = 300, out: str = "compare-lam", preset: s
                 horizon: int = ROLLOUT_STEPS, maskgit_steps: int = MASKGIT_STEPS, progress: bool = True,
                 map_steps: int = None) -> dict:
     """Train and evaluate every variant for every seed; returns the report (also out/report.json).
-    map_steps: optimizer steps of each run's action map fit (default wmfast.action_map.FRAME_MAP_STEPS)."""
-    from wmfast.action_map import FRAME_MAP_STEPS
+    map_steps: optimizer steps of each run's action map fit (default wmfast.models.action_map.FRAME_MAP_STEPS)."""
+    from wmfast.models.action_map import FRAME_MAP_STEPS
     from wmfast.train.action_map import train_action_map
     from wmfast.data import DEFAULT_GAME, load_dataset
     from wmfast.evaluate import evaluate_run

@@ -17,7 +17,7 @@ def default_data() -> str:
 def train_world_model(run_dir: str, data: str, scale: float = 1.0, progress: bool = True) -> dict:
     """Train tokenizer, actions and dynamics with the demo recipe, then fit the action map (when the data
     has game actions); returns each stage's final metrics. scale shortens every stage alike."""
-    from wmfast.action_map import FRAME_MAP_STEPS
+    from wmfast.models.action_map import FRAME_MAP_STEPS
     from wmfast.config import save_json
     from wmfast.data import load_dataset
     from wmfast.train import demo_recipe, train_stage

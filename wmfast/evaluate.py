@@ -94,11 +94,12 @@ def action_metrics(true_actions, codes, changed, num_game_actions: int, num_code
 
 def saved_action_map(run, spec, ds):
     """The run's action map (with its frame-conditioned model) when it was fitted on this data, else None."""
-    from wmfast.action_map import ACTION_MAP, ActionMap
+    from wmfast.checkpoint import load_action_map
+    from wmfast.models.action_map import ACTION_MAP
 
     if run is None or ds.actions is None or not os.path.isfile(os.path.join(run, ACTION_MAP)):
         return None
-    saved = ActionMap.load(run)
+    saved = load_action_map(run)
     fits = saved.frame_map is not None and saved.data == os.fspath(spec) and saved.num_game_actions == ds.n_actions
     return saved if fits else None
 

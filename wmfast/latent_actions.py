@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wmfast.action_map import ActionMap
+from wmfast.models.action_map import ActionMap
 from wmfast.config import load_json
 from wmfast.data import ClipSampler
 from wmfast.errors import WmfastError

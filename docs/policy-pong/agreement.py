@@ -14,7 +14,7 @@ import torch
 
 from wmfast.config import load_json
 from wmfast.policy.evaluate import play_discrete, policy_chooser, predictor
-from wmfast.policy.io import load_policy
+from wmfast.checkpoint import load_policy
 from wmfast.policy.teachers import get_teacher, teacher_chunk
 
 EPISODES, STEPS = 8, 400

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from wmfast import World
-from wmfast.action_map import ActionMap
+from wmfast.checkpoint import load_action_map, save_action_map
+from wmfast.models.action_map import ActionMap
 from wmfast.checkpoint import save_model
 from wmfast.cli import main
 from wmfast.data import write_dataset
@@ -162,8 +163,8 @@ def test_saved_action_map_drives_world_in_game_actions(tiny, tmp_path):
     run2 = tmp_path / "run"
     shutil.copytree(run, run2)
     amap = build_action_map([0, 1, 1, 2], [3, 1, 1, 0], [1, 1, 1, 1], 3, 4, NAMES)
-    amap.save(run2)
-    assert ActionMap.load(run2).game_to_latent == [3, 1, 0]
+    save_action_map(amap, run2)
+    assert load_action_map(run2).game_to_latent == [3, 1, 0]
     context = torch.rand(2, 2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     game = World.load(str(run2), mode="compat", steps=2, actions="game").reset(context)
     latent = World.load(str(run2), mode="compat", steps=2).reset(context)
@@ -192,7 +193,7 @@ def test_action_map_stage_fits_training_episodes_and_the_evaluator_only_reads(ti
     ds = load_dataset(data)
     held, _ = held_out_episodes(ds, run2)
     info = train_action_map(run2, data, steps=20, progress=False)
-    saved = ActionMap.load(run2)
+    saved = load_action_map(run2)
     # fitted on the episodes no stage held out: their known-action transitions, none of the held-out ones
     train_eps = [e for e in range(len(ds.episodes)) if e not in held]
     known = sum(int((ds.actions[s:e - 1] >= 0).sum()) for s, e in (ds.episodes[i] for i in train_eps))

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from wmfast import World
-from wmfast.action_map import FRAME_MAP_WEIGHTS, ActionMap
+from wmfast.checkpoint import load_action_map, save_action_map
+from wmfast.models.action_map import FRAME_MAP_WEIGHTS, ActionMap
 from wmfast.train.action_map import fit_frame_action_map
 from wmfast.checkpoint import save_model
 from wmfast.errors import WmfastError
@@ -48,8 +49,8 @@ def test_saved_frame_map_round_trips_and_drives_the_world(tmp_path):
     frames, actions, codes = blocked_game(200, seed=0)
     amap = ActionMap.from_pairs(actions, codes, 2, 4, action_names=["NOOP", "UP"])
     amap.frame_map = fit_frame_action_map(frames, actions, codes, 2, 4, steps=5)
-    amap.save(run)
-    loaded = ActionMap.load(run)
+    save_action_map(amap, run)
+    loaded = load_action_map(run)
     f, a, _ = blocked_game(8, seed=2)
     assert torch.equal(loaded.to_latent(a, f), amap.to_latent(a, f))
 
@@ -65,9 +66,9 @@ def test_saved_frame_map_round_trips_and_drives_the_world(tmp_path):
 
     # saving a table-only map removes the stale weights; broken weights are a one-line error
     shutil.copy(run / FRAME_MAP_WEIGHTS, tmp_path / "kept.safetensors")
-    ActionMap.from_pairs(actions, codes, 2, 4).save(run)
-    assert not (run / FRAME_MAP_WEIGHTS).exists() and ActionMap.load(run).frame_map is None
-    amap.save(run)
+    save_action_map(ActionMap.from_pairs(actions, codes, 2, 4), run)
+    assert not (run / FRAME_MAP_WEIGHTS).exists() and load_action_map(run).frame_map is None
+    save_action_map(amap, run)
     (run / FRAME_MAP_WEIGHTS).write_bytes(b"not safetensors")
     with pytest.raises(WmfastError, match="corrupt safetensors"):
-        ActionMap.load(run)
+        load_action_map(run)

@@ -134,8 +134,8 @@ def test_bad_mode_specs_are_refused(spec):
 @pytest.fixture(scope="module")
 def maze_run(tmp_path_factory):
     """A small random world model saved as a maze run with a game action map."""
-    from wmfast.action_map import ActionMap
-    from wmfast.checkpoint import save_model
+    from wmfast.checkpoint import save_action_map, save_model
+    from wmfast.models.action_map import ActionMap
     from wmfast.config import save_json
     from wmfast.rollout.shapes import random_world_model
     from wmfast.run_data import data_record
@@ -146,7 +146,7 @@ def maze_run(tmp_path_factory):
     for stage, m in (("tokenizer", model.tokenizer), ("actions", model.lam), ("dynamics", model.dynamics)):
         save_model(m, run / stage)
         save_json(data_record("game:maze"), run / stage / "data.json")
-    ActionMap(np.eye(5, 8, dtype=np.int64), Maze.action_names, data="game:maze").save(run)
+    save_action_map(ActionMap(np.eye(5, 8, dtype=np.int64), Maze.action_names, data="game:maze"), run)
     return run
 
 

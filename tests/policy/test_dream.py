@@ -8,7 +8,8 @@ import pytest
 from wmfast.checkpoint import save_model
 from wmfast.cli import main
 from wmfast.errors import WmfastError
-from wmfast.policy import PolicyConfig, build_policy, save_policy
+from wmfast.checkpoint import save_model
+from wmfast.policy import PolicyConfig, build_policy
 from wmfast.policy.dream import dream, psnr_uint8
 from wmfast.rollout.shapes import random_world_model
 
@@ -30,7 +31,7 @@ def world_run(tmp_path_factory):
 def _pong_policy(path):
     cfg = PolicyConfig(kind="act", frame_size=16, chunk=4, action_space="discrete", num_actions=3,
                        action_names=("NOOP", "UP", "DOWN"), game="pong")
-    return save_policy(build_policy(cfg), path)
+    return save_model(build_policy(cfg), path)
 
 
 def test_dream_runs_the_policy_in_the_world_beside_the_real_game(world_run, tmp_path, capsys):
@@ -51,9 +52,9 @@ def test_dream_runs_the_policy_in_the_world_beside_the_real_game(world_run, tmp_
 def test_dream_refuses_mismatched_actions_and_continuous_policies(world_run, tmp_path):
     cfg = PolicyConfig(kind="act", frame_size=16, chunk=4, action_space="discrete", num_actions=5,
                        action_names=("NOOP", "UP", "DOWN", "LEFT", "RIGHT"), game="maze")
-    save_policy(build_policy(cfg), tmp_path / "maze")
+    save_model(build_policy(cfg), tmp_path / "maze")
     with pytest.raises(WmfastError, match="action map"):
         dream(tmp_path / "maze", world_run, steps=1)
-    save_policy(build_policy(PolicyConfig(kind="act", frame_size=16, game="reach")), tmp_path / "reach")
+    save_model(build_policy(PolicyConfig(kind="act", frame_size=16, game="reach")), tmp_path / "reach")
     with pytest.raises(WmfastError, match="discrete game"):
         dream(tmp_path / "reach", world_run, steps=1)

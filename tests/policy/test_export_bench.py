@@ -3,11 +3,12 @@ export for both: it is the slow part)."""
 import json
 
 from wmfast.cli import main
-from wmfast.policy import PolicyConfig, build_policy, save_policy
+from wmfast.checkpoint import save_model
+from wmfast.policy import PolicyConfig, build_policy
 
 
 def test_export_policy_parity_and_bench_from_the_cli(tmp_path, capsys):
-    run = save_policy(build_policy(PolicyConfig(kind="act", frame_size=16, chunk=4)), tmp_path / "pol")
+    run = save_model(build_policy(PolicyConfig(kind="act", frame_size=16, chunk=4)), tmp_path / "pol")
     assert main(["export", "--policy", str(run)]) == 0
     assert (tmp_path / "pol" / "onnx" / "policy.onnx").is_file()
     assert "parity passed" in capsys.readouterr().out

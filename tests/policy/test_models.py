@@ -7,15 +7,16 @@ import pytest
 import torch
 
 from wmfast.errors import WmfastError
-from wmfast.policy import PolicyConfig, build_policy, count_params, load_policy, save_policy, to_input
-from wmfast.policy.act import ACTPolicy
+from wmfast.checkpoint import save_model
+from wmfast.policy import PolicyConfig, build_policy, count_params, load_policy, to_input
+from wmfast.models.policy import ACTPolicy
 from wmfast.policy.train import PolicyTrainConfig, Samples, eval_loss, fit
 
 
 def test_act_has_exactly_69282_parameters():
     model = ACTPolicy(PolicyConfig(kind="act"))
     assert count_params(model) == 69_282
-    # the pieces, hand-counted (see wmfast/policy/act.py)
+    # the pieces, hand-counted (see wmfast/models/policy.py)
     assert count_params(model.cnn) == (3 * 32 * 9 + 32) + (32 * 32 * 9 + 32)
     assert model.pos.shape == (1, 256, 32) and model.queries.shape == (1, 8, 32)
     assert torch.equal(model.queries, torch.zeros(1, 8, 32))
@@ -62,7 +63,7 @@ def test_policies_output_chunks_and_round_trip(tmp_path, kind, chunk):
     frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     y = model(to_input(frames))
     assert y.shape == (2, chunk, 2)
-    save_policy(model, tmp_path / "run")
+    save_model(model, tmp_path / "run")
     again = load_policy(tmp_path / "run")
     torch.testing.assert_close(again(to_input(frames)), y)
 
@@ -124,7 +125,7 @@ def test_bad_policy_inputs_are_one_line_errors(tmp_path):
         to_input(np.zeros((1, 16, 16, 3), np.float32))
     with pytest.raises(WmfastError, match="not found"):
         load_policy(tmp_path / "nope")
-    save_policy(model, tmp_path / "run")
+    save_model(model, tmp_path / "run")
     (tmp_path / "run" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(WmfastError, match="corrupt"):
         load_policy(tmp_path / "run")

@@ -9,7 +9,7 @@ import torch
 from wmfast.data.games import Pong
 from wmfast.errors import WmfastError
 from wmfast.policy import PolicyConfig
-from wmfast.policy.act import ACTPolicy, sincos_2d
+from wmfast.models.policy import ACTPolicy, sincos_2d
 from wmfast.policy.evaluate import play_discrete, random_chooser, score_discrete
 from wmfast.policy.teachers import (PONG_AIM, get_teacher, pong_centre_tracker, pong_tracker, teacher_chunk,
                                     teacher_episodes)

@@ -25,7 +25,7 @@ def test_epochs_zero_means_the_recipes_count():
 
 
 def test_shift_augmentation_is_on_by_default_for_reach_only():
-    from wmfast.policy.cnn import PolicyConfig
+    from wmfast.models.policy import PolicyConfig
     from wmfast.policy.train import _shift
 
     reach, pong = PolicyConfig(game="reach", frame_size=16), PolicyConfig(game="pong", frame_size=16)

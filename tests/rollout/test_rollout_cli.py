@@ -53,7 +53,8 @@ def test_rollout_cli_game_action_names_go_through_the_action_map(tiny, tmp_path,
     import torch
 
     from wmfast import World
-    from wmfast.action_map import ActionMap
+    from wmfast.checkpoint import save_action_map
+    from wmfast.models.action_map import ActionMap
     from wmfast.rollout.play import render_rollout
 
     root, run, data = tiny
@@ -64,7 +65,7 @@ def test_rollout_cli_game_action_names_go_through_the_action_map(tiny, tmp_path,
     assert main(["rollout", "--run", str(run2), "--actions", "UP,LEFT", "--data", data, "--out", out]) == 2
     assert "action_map.json" in capsys.readouterr().err
     # NOOP -> latent 2, UP -> 0, LEFT -> 3 (the most frequent code per game action)
-    ActionMap([[0, 1, 5, 0], [4, 0, 0, 1], [0, 0, 1, 3]], ["NOOP", "UP", "LEFT"]).save(run2)
+    save_action_map(ActionMap([[0, 1, 5, 0], [4, 0, 0, 1], [0, 0, 1, 3]], ["NOOP", "UP", "LEFT"]), run2)
     r = render_rollout(str(run2), "UP,up,LEFT", out, steps=2, data=data)
     assert r["action_space"] == "game" and r["actions"] == [1, 1, 2] and r["action_names"] == ["UP", "UP", "LEFT"]
     # the frames are those of the mapped latent ids

@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 
-from wmfast.action_map import ActionMap
+from wmfast.checkpoint import save_action_map
+from wmfast.models.action_map import ActionMap
 from wmfast.checkpoint import save_model
 from wmfast.data import write_dataset
 from wmfast.rollout.shapes import random_world_model
@@ -35,7 +36,7 @@ def make_run(path, with_map: bool = True, seed: int = 0) -> str:
     for stage, m in (("tokenizer", model.tokenizer), ("actions", model.lam), ("dynamics", model.dynamics)):
         save_model(m, os.path.join(path, stage))
     if with_map:   # game action g -> latent code g
-        ActionMap(np.eye(len(GAME_ACTIONS), SIZES["n_actions"], dtype=np.int64) * 10, GAME_ACTIONS).save(path)
+        save_action_map(ActionMap(np.eye(len(GAME_ACTIONS), SIZES["n_actions"], dtype=np.int64) * 10, GAME_ACTIONS), path)
     frames, bounds = moving_square_episodes()
     data = write_dataset(os.path.join(path, "data.h5"), frames, episodes=bounds)
     with open(os.path.join(path, "recipe.json"), "w") as f:

@@ -197,8 +197,8 @@ def shipped_kinds():
     causal = nn.Transformer.generate_square_subsequent_mask(4)
     kinds.append(("torch-transformer", tr, lambda: tr(src, tgt, tgt_mask=causal)))
     try:
-        from wmfast.policy.act import ACTPolicy
-        from wmfast.policy.cnn import PolicyConfig
+        from wmfast.models.policy import ACTPolicy
+        from wmfast.models.policy import PolicyConfig
 
         policy = ACTPolicy(PolicyConfig(kind="act", frame_size=16, chunk=3)).eval()
         img = torch.rand(2, 3, 16, 16) * 2 - 1

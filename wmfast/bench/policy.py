@@ -50,8 +50,9 @@ def _runner(backend: str, model, run_dir: str):
 
 def run_policy_bench(json_path=None, run_dir=None, kind: str = "act", quick: bool = False,
                      backends="eager,compile,onnx", batches=(1, 64)) -> dict:
-    from wmfast.policy.io import build_policy, count_params, load_policy, save_policy
-    from wmfast.policy.cnn import PolicyConfig
+    from wmfast.checkpoint import load_policy, save_model
+    from wmfast.models.policy import build_policy, count_params
+    from wmfast.models.policy import PolicyConfig
 
     names = [b.strip() for b in str(backends).split(",") if b.strip()]
     bad = [b for b in names if b not in BACKENDS]
@@ -60,7 +61,7 @@ def run_policy_bench(json_path=None, run_dir=None, kind: str = "act", quick: boo
     tmp = None
     if run_dir is None:   # a fresh policy of the specified shape (timings do not depend on the weights)
         tmp = tempfile.mkdtemp(prefix="wmfast-bench-policy-")
-        run_dir = save_policy(build_policy(PolicyConfig(kind=kind)), tmp)
+        run_dir = save_model(build_policy(PolicyConfig(kind=kind)), tmp)
     model = load_policy(run_dir)
     cfg = model.config
     repeats = 5 if quick else 9

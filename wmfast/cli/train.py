@@ -28,7 +28,7 @@ def add_commands(sub):
                    "atari:GAME (default: what the run's earlier stages were trained on, else game:maze)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help=f"optimizer steps for this stage (default: {STAGE_STEPS}); action-map: the steps of the map's fit "
-                        "(default: wmfast.action_map.FRAME_MAP_STEPS)")
+                        "(default: wmfast.models.action_map.FRAME_MAP_STEPS)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="clips per optimizer step")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (AdamW, warmup then cosine)")
     p.add_argument("--warmup-steps", type=nonneg_int, default=100, help="linear learning-rate warmup steps")
@@ -69,7 +69,7 @@ def _train(a):
 
 
 def _train_action_map(a):
-    from wmfast.action_map import FRAME_MAP_STEPS
+    from wmfast.models.action_map import FRAME_MAP_STEPS
     from wmfast.train.action_map import train_action_map
 
     given = [name for name, off in (("--resume", not a.resume), ("--force", not a.force), ("--set", not a.set),

@@ -1,8 +1,10 @@
 """Every model kind wmfast saves: kind (the "kind" field of its config.json) -> (model class, config
 class). wmfast.checkpoint saves and loads through it."""
+from wmfast.models.action_map import FrameActionMap, FrameActionMapConfig
 from wmfast.models.dynamics import DynamicsConfig, DynamicsModel
 from wmfast.models.lapa import LapaConfig, LapaModel
 from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel
+from wmfast.models.policy import POLICIES, PolicyConfig
 from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer
 
 # The world model's stages, in training order (one folder each in a run directory)
@@ -11,7 +13,10 @@ STAGES = {
     "actions": (LatentActionModel, LatentActionConfig),
     "dynamics": (DynamicsModel, DynamicsConfig),
 }
-KINDS = {**STAGES, "lapa": (LapaModel, LapaConfig)}
+# + LAPA, the frame-conditioned action map, and one kind per policy architecture (a policy config's
+# own "kind" field names it)
+KINDS = {**STAGES, "lapa": (LapaModel, LapaConfig), "frame_action_map": (FrameActionMap, FrameActionMapConfig),
+         **{k: (cls, PolicyConfig) for k, cls in POLICIES.items()}}
 
 
 def kind_of(model) -> str:

@@ -28,7 +28,7 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
     (psnr [steps], mean_psnr, actions, action_agreement, gif) and writes it beside the GIF as JSON."""
     from wmfast.data.games import GAMES, make_game
     from wmfast.policy.evaluate import ChunkExecutor, predictor
-    from wmfast.policy.io import load_policy
+    from wmfast.checkpoint import load_policy
     from wmfast.rollout.media import side_by_side, write_video
 
     policy = load_policy(policy_run)

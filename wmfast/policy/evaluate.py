@@ -86,7 +86,7 @@ def predictor(model, frame_size: int = None):
     """A policy -> fn(frames uint8 [B, H, W, 3]) -> numpy [B, K, D]: velocities, or class
     probabilities for a discrete policy. Frames of another size are area-resized to the policy's."""
     from wmfast.data.frames import resize_uint8
-    from wmfast.policy.cnn import to_input
+    from wmfast.models.policy import to_input
 
     cfg = model.config
     model.eval()
@@ -267,7 +267,8 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
     discrete games: score per 100 steps per horizon, with random and scripted baselines.
     Writes OUT/eval.json (and json_path), OUT/eval.png and one GIF per horizon; returns the report.
     """
-    from wmfast.policy.io import count_params, load_policy
+    from wmfast.checkpoint import load_policy
+    from wmfast.models.policy import count_params
 
     if episodes < 1:
         raise WmfastError(f"--episodes must be >= 1, got {episodes}")

@@ -31,8 +31,9 @@ from tqdm.auto import tqdm
 
 from wmfast.config import Config, save_json
 from wmfast.errors import WmfastError
-from wmfast.policy.cnn import KINDS, PolicyConfig, to_input
-from wmfast.policy.io import build_policy, count_params, save_policy
+from wmfast.models.policy import POLICY_KINDS, PolicyConfig, to_input
+from wmfast.checkpoint import save_model
+from wmfast.models.policy import build_policy, count_params
 from wmfast.train import distributed
 from wmfast.train.loop import Loop, Stage, cosine, optimizer
 
@@ -277,8 +278,8 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
     """Train a policy into run_dir (model.safetensors, config.json, train.json, metrics.jsonl, curves.png).
     Returns the summary (also in train.json)."""
     cfg = cfg or PolicyTrainConfig()
-    if cfg.kind not in KINDS:
-        raise WmfastError(f"--kind must be one of {KINDS}, got {cfg.kind!r}")
+    if cfg.kind not in POLICY_KINDS:
+        raise WmfastError(f"--kind must be one of {POLICY_KINDS}, got {cfg.kind!r}")
     for name in ("samples", "batch_size"):
         if getattr(cfg, name) < 1:
             raise WmfastError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -348,7 +349,7 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
     bar = tqdm(total=total_steps, desc=f"policy {cfg.kind}", unit="step", disable=not (progress and main))
     opt, step = fit(model, data, epochs[0], cfg, None, 0, total_steps, rng, bar, log, val)
     if main:
-        save_policy(model, run_dir, {"step": step})
+        save_model(model, run_dir, {"step": step})
     for r in range(1, rounds + 1):
         phase["round"] = r
         got, stats = [], []
@@ -368,12 +369,12 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
         bar.write(f"DAgger round {r}: {name} {score:.2f} while collecting; {len(data)} samples")
         opt, step = fit(model, data, epochs[r], cfg, opt, step, total_steps, rng, bar, log, val)
         if main:
-            save_policy(model, run_dir, {"step": step})
+            save_model(model, run_dir, {"step": step})
     bar.close()
     summary.update(steps=step, samples=len(data), seconds=time.time() - t0, threads=torch.get_num_threads(), device=str(device),
                    val_loss=eval_loss(model, val, pcfg.discrete))
     if main:
-        save_policy(model.to("cpu", memory_format=torch.contiguous_format), run_dir, {"step": step})
+        save_model(model.to("cpu", memory_format=torch.contiguous_format), run_dir, {"step": step})
         save_json(summary, os.path.join(run_dir, "train.json"))
         from wmfast.train.metrics import plot_curves
 

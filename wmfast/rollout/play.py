@@ -55,9 +55,9 @@ def action_space_of(text: str, action_space: str = "auto") -> str:
 def parse_game_actions(text: str, run) -> tuple:
     """'UP,UP,LEFT' (names, case-insensitive, or game ids) -> (game action ids, action names), read
     through RUN/action_map.json (written by `wmfast train action-map`)."""
-    from wmfast.action_map import ActionMap
+    from wmfast.checkpoint import load_action_map
 
-    amap = ActionMap.load(run)
+    amap = load_action_map(run)
     return amap.parse(text), amap.action_names
 
 

@@ -107,11 +107,11 @@ class World:
         # actions="game": step() takes the game's own action ids, mapped through RUN/action_map.json.
         self.action_map = None
         if actions == "game":
-            from wmfast.action_map import ActionMap
+            from wmfast.checkpoint import load_action_map
 
             if not model.path:
                 raise WmfastError("actions='game' needs a model loaded from a run directory with an action_map.json")
-            self.action_map = ActionMap.load(model.path)
+            self.action_map = load_action_map(model.path)
             if self.action_map.num_latents != self.num_latent_actions:
                 raise WmfastError(f"{model.path}/action_map.json maps to {self.action_map.num_latents} latent codes "
                                   f"but the run's LAM has {self.num_latent_actions}; run `wmfast train action-map` again")

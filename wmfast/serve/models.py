@@ -72,7 +72,8 @@ class ServedModel:
     def __init__(self, name: str, run: str, data: str = None, device: str = "cpu", val_fraction: float = 0.1,
                  seed: int = 0):
         import wmfast
-        from wmfast.action_map import ACTION_MAP, ActionMap
+        from wmfast.checkpoint import load_action_map
+        from wmfast.models.action_map import ACTION_MAP
 
         self.name, self.run, self.device = name, run, device
         self.model = wmfast.load(run)
@@ -80,7 +81,7 @@ class ServedModel:
         self.frame_size = self.model.frame_size
         self.context = int(self.model.dynamics.config.context_length)
         has_map = os.path.isfile(os.path.join(run, ACTION_MAP))
-        self.action_map = ActionMap.load(run) if has_map else None
+        self.action_map = load_action_map(run) if has_map else None
         if self.action_map is not None:
             self.action_space, self.action_names = "game", list(self.action_map.action_names)
         else:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wmfast.action_map import FRAME_MAP_STEPS, FrameActionMap
+from wmfast.checkpoint import save_action_map
+from wmfast.models.action_map import FRAME_MAP_STEPS, FrameActionMap, FrameActionMapConfig
 from wmfast.errors import WmfastError
 from wmfast.latent_actions import build_action_map, episode_codes, held_out_episodes, lam_window
 from wmfast.train.loop import Loop, Stage, optimizer
@@ -56,7 +57,7 @@ def fit_frame_action_map(frames, game_actions, codes, num_game_actions: int, num
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):   # a seeded init that leaves the caller's RNG alone
         torch.manual_seed(seed)
-        net = FrameActionMap(num_game_actions, num_latents)
+        net = FrameActionMap(FrameActionMapConfig(num_game_actions=num_game_actions, num_latents=num_latents))
     stage = FrameMapStage(net, frames, game_actions, codes, weights, batch_size, g)
     Loop(stage, optimizer(net, lr, kind="adam")).run(steps, progress=progress, desc="frame-conditioned action map")
     return net.eval()
@@ -97,7 +98,7 @@ def train_action_map(run, data=None, steps: int = FRAME_MAP_STEPS, seed: int = 0
                                                 steps=steps, seed=seed, progress=progress, changed=fit["changed"])
     action_map.frame_map_info = {"fit_episodes": len(train_eps), "fit_transitions": int(known.sum()),
                                  "fit_steps": steps, "seed": seed}
-    path = action_map.save(run)
+    path = save_action_map(action_map, run)
     codes = torch.as_tensor(fit["codes"])[torch.as_tensor(known)]
     true = torch.as_tensor(fit["true"])[torch.as_tensor(known)]
     return {"action_map_file": path, "game_to_latent": action_map.game_to_latent, **action_map.frame_map_info,

@@ -17,19 +17,29 @@ as NOOP, and a table that always sends RIGHT's usual code makes the world model 
 the wall. The action-map stage therefore also fits a FrameActionMap, p(latent code | frame, game action), on
 the training episodes' transitions; the World uses it (on the frame the action applies to) whenever
 the run has one.
+
+wmfast.checkpoint saves and loads both (save_action_map / load_action_map); the frame-conditioned
+map is the registry's kind "frame_action_map".
 """
-import os
+import dataclasses
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wmfast.config import load_json, save_json
+from wmfast.config import Config
 from wmfast.errors import WmfastError
 
 ACTION_MAP = "action_map.json"
 FRAME_MAP_WEIGHTS = "action_map.safetensors"
+
+
+@dataclasses.dataclass
+class FrameActionMapConfig(Config):
+    num_game_actions: int = 2     # G: the game's action ids
+    num_latents: int = 8          # K: the run's latent codes
+    width: int = 16               # conv channels
 
 
 class FrameActionMap(nn.Module):
@@ -39,17 +49,18 @@ class FrameActionMap(nn.Module):
     and shifts their features (FiLM); a max over positions keeps "somewhere the action is blocked / acts"; a
     per-action bias holds what does not depend on the frame."""
 
-    def __init__(self, num_game_actions: int, num_latents: int, width: int = 16):
+    def __init__(self, cfg: FrameActionMapConfig):
         super().__init__()
-        self.num_game_actions, self.num_latents, self.width = num_game_actions, num_latents, width
+        self.config = cfg
+        width = cfg.width
         self.features = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU())
-        self.film = nn.Embedding(num_game_actions, 2 * width)
+        self.film = nn.Embedding(cfg.num_game_actions, 2 * width)
         self.mix = nn.Conv2d(width, width, 3, padding=1)
-        self.head = nn.Linear(width, num_latents)
-        self.prior = nn.Embedding(num_game_actions, num_latents)
+        self.head = nn.Linear(width, cfg.num_latents)
+        self.prior = nn.Embedding(cfg.num_game_actions, cfg.num_latents)
 
     def forward(self, frames, game_actions):
         h = self.features(frames)                                                   # [B, W, S, S]
@@ -93,42 +104,15 @@ class ActionMap:
              "game_to_latent": self.game_to_latent, "latent_to_game": self.latent_to_game, "data": self.data,
              "transitions": int(self.counts.sum()), "changed_only": self.changed_only}
         if self.frame_map is not None:
-            d["frame_map"] = {"weights": FRAME_MAP_WEIGHTS, "width": self.frame_map.width, **self.frame_map_info}
+            d["frame_map"] = {"weights": FRAME_MAP_WEIGHTS, "width": self.frame_map.config.width, **self.frame_map_info}
         return d
 
-    def save(self, run_dir) -> str:
-        from wmfast.checkpoint import save_weights
-
-        path = os.path.join(run_dir, ACTION_MAP)
-        weights = os.path.join(run_dir, FRAME_MAP_WEIGHTS)
-        if self.frame_map is not None:
-            save_weights(self.frame_map, weights)
-        elif os.path.exists(weights):
-            os.remove(weights)   # a stale map from an earlier evaluation must not be picked up
-        save_json(self.to_dict(), path)
-        return path
-
     @classmethod
-    def load(cls, run_dir) -> "ActionMap":
-        path = os.path.join(run_dir, ACTION_MAP) if os.path.isdir(run_dir) else run_dir
-        if not os.path.isfile(path):
-            raise WmfastError(f"{run_dir} has no {ACTION_MAP}; run `wmfast train action-map --run {run_dir}` "
-                              f"to measure which latent code each game action produces")
-        d = load_json(path)
+    def from_dict(cls, d: dict, source: str = ACTION_MAP) -> "ActionMap":
+        """action_map.json's fields -> the table (the frame-conditioned map is loaded beside it)."""
         if not isinstance(d, dict) or "counts" not in d:
-            raise WmfastError(f"{path}: not an action map (no 'counts' table)")
-        amap = cls(d["counts"], d.get("action_names"), d.get("data", ""), bool(d.get("changed_only", False)))
-        if isinstance(d.get("frame_map"), dict):
-            amap._load_frame_map(os.path.dirname(path), d["frame_map"])
-        return amap
-
-    def _load_frame_map(self, run_dir, info: dict):
-        from wmfast.checkpoint import load_state_dict_checked, read_safetensors
-
-        path = os.path.join(run_dir, info.get("weights", FRAME_MAP_WEIGHTS))
-        net = FrameActionMap(self.num_game_actions, self.num_latents, width=int(info.get("width", 16)))
-        load_state_dict_checked(net, read_safetensors(path), path)
-        self.frame_map, self.frame_map_info = net.eval(), {k: v for k, v in info.items() if k not in ("weights", "width")}
+            raise WmfastError(f"{source}: not an action map (no 'counts' table)")
+        return cls(d["counts"], d.get("action_names"), d.get("data", ""), bool(d.get("changed_only", False)))
 
     def to_latent(self, game_actions, frames=None) -> torch.Tensor:
         """Game action ids (tensor/list, any shape) -> latent code ids (int64, same shape). With a
