@@ -1,6 +1,6 @@
 """The layers point one way (docs: architecture.md "Layers"):
 
-    cli -> apps (demo, bench, serve, viz, eval, compare, lapa, policy) -> engine (rollout, export,
+    cli -> apps (demo, bench, serve, viz, eval, lapa, policy) -> engine (rollout, export,
     train, loader) -> models -> nn -> ops -> base (errors, config, validate, device, data, ...)
 
 The CLI is the package wmfast/cli/ (one module per command group, listed in its GROUPS) and the
@@ -46,7 +46,7 @@ LAYERS = {
     "wmfast.lapa.evaluate": ENGINE,
     "wmfast": APPS,                 # the package facade (wmfast.load, wmfast.World) and the apps below
     "wmfast.demo": APPS, "wmfast.bench": APPS, "wmfast.serve": APPS, "wmfast.viz": APPS,
-    "wmfast.evaluate": APPS, "wmfast.compare": APPS, "wmfast.lapa": APPS, "wmfast.policy": APPS,
+    "wmfast.evaluate": APPS, "wmfast.lapa": APPS, "wmfast.policy": APPS,
     "wmfast.cli": CLI, "wmfast.__main__": CLI,
 }
 NAMES = ("base", "ops", "nn", "models", "engine", "apps", "cli")

@@ -1,5 +1,5 @@
 """THE evaluator: how good a world model is on held-out episodes. `wmfast eval`, `wmfast demo`,
-`wmfast compare lam` and `wmfast bench rollout` all call it.
+experiments/compare.py and `wmfast bench rollout` all call it.
 
     report = evaluate_run("runs/maze", "game:maze", out="eval/")     # -> dict (also JSON-able)
 

@@ -6,7 +6,7 @@ from wmfast.errors import WmfastError
 
 # One module per command group, in the order `wmfast --help` lists them; each has add_commands(sub),
 # which adds its sub-parsers and sets `func` (bench: its sub-commands under `wmfast bench`).
-GROUPS = ("train", "demo", "imports", "data", "export", "rollout", "compare", "lapa", "viz", "eval", "policy",
+GROUPS = ("train", "demo", "imports", "data", "export", "rollout", "lapa", "viz", "eval", "policy",
           "serve")
 
 

@@ -11,7 +11,7 @@ step, `terminals` (the frame where the game ended, as opposed to an episode cut 
 Emulator sticky actions (`sticky`, ALE's repeat_action_probability) default to 0 so that the
 stored action is the action executed. The default data policy draws every action independently
 (`repeat` 0): Atari paddles lag and coast, so with held actions past motion predicts the next move
-and the action adds little (benchmarks/atari_identifiability.py: on Pong the action adds R^2 0.41
+and the action adds little (experiments/atari_identifiability.py: on Pong the action adds R^2 0.41
 over past motion and position with i.i.d. actions, 0.20 with repeat 0.5 and 0.26 with the tracker;
 Breakout 0.41 against 0.21).
 

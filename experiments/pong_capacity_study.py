@@ -6,13 +6,14 @@ For each run, on pong games from a seed no test uses:
               the same checks on the one generated frame, and the ball's error in pixels
   long play   the harness of `wmfast eval --long-play` (fast mode, 4 MaskGIT steps), both action streams
 
-Without --runs it trains the three variants itself (about 25 minutes on 2 cores):
-  base     `wmfast demo --train --data game:pong` (the recipe)
-  tok3x    base with the tokenizer trained 3x as long (2400 steps) and the dynamics retrained on it
-  tok3x-4  tok3x with a 4-block dynamics model (the recipe's has 2)
+Without --runs it trains the four variants itself (about 45 minutes on 2 cores):
+  base          `wmfast demo --train --data game:pong` (the recipe)
+  tok3x         base with the tokenizer trained 3x as long (2400 steps) and the dynamics retrained on it
+  tok3x-4       tok3x's tokenizer with a 4-block dynamics model (the recipe's has 2)
+  tok3x-4-long  tok3x-4 with the dynamics trained 3x as long (4500 steps)
 
-    python benchmarks/pong_capacity_study.py --out benchmarks/results/pong-capacity
-    python benchmarks/pong_capacity_study.py --runs base=RUN_A,tok3x-4=RUN_B --seed 57
+    python experiments/pong_capacity_study.py --out benchmarks/results/pong-capacity
+    python experiments/pong_capacity_study.py --runs base=RUN_A,tok3x-4=RUN_B --seed 57
 """
 import argparse
 import json
@@ -29,7 +30,11 @@ from wmfast.measure import machine_info, write_json
 from wmfast.rollout.world import World
 
 ONE_STEP_FRAMES = 60   # teacher-forced frames per game for the tokenizer and one-step checks
-DYNAMICS = ["--steps", "1500", "--lr", "2e-3", "--warmup-steps", "50", "--seed", "0"]
+# Where the real ball is when the one generated frame has no ball (or two), as x / frame width: in the
+# serve column (|x - 1/2| <= SERVE_BAND; Pong.serve puts the ball there at a random height) or behind
+# the player's paddle (x < EDGE, a point being lost): the game's random moments.
+SERVE_BAND, EDGE = 0.06, 0.14
+DYNAMICS = ["--lr", "2e-3", "--warmup-steps", "50", "--seed", "0"]
 
 
 def wmfast(*args):
@@ -41,14 +46,18 @@ def train_variants(out) -> dict:
     if not os.path.isdir(os.path.join(base, "run", "dynamics")):
         wmfast("demo", "--train", "--data", "game:pong", "--out", base)
     runs = {"base": os.path.join(base, "run")}
-    for name, tokenizer_steps, blocks in (("tok3x", 2400, 2), ("tok3x-4", 2400, 4)):
+    for name, blocks, dynamics_steps in (("tok3x", 2, 1500), ("tok3x-4", 4, 1500), ("tok3x-4-long", 4, 4500)):
         run = os.path.join(out, name)
         if not os.path.isdir(os.path.join(run, "dynamics")):
             shutil.rmtree(run, ignore_errors=True)
             shutil.copytree(runs["base"], run, ignore=shutil.ignore_patterns("tokenizer", "dynamics"))
-            wmfast("train", "tokenizer", "--run", run, "--data", "game:pong", "--steps", str(tokenizer_steps),
-                   "--lr", "2e-3", "--warmup-steps", "50", "--seed", "0")
-            wmfast("train", "dynamics", "--run", run, "--data", "game:pong", *DYNAMICS, "--set", f"num_blocks={blocks}")
+            if name == "tok3x":
+                wmfast("train", "tokenizer", "--run", run, "--data", "game:pong", "--steps", "2400",
+                       "--lr", "2e-3", "--warmup-steps", "50", "--seed", "0")
+            else:   # the same tokenizer as tok3x
+                shutil.copytree(os.path.join(runs["tok3x"], "tokenizer"), os.path.join(run, "tokenizer"))
+            wmfast("train", "dynamics", "--run", run, "--data", "game:pong", "--steps", str(dynamics_steps),
+                   *DYNAMICS, "--set", f"num_blocks={blocks}")
         runs[name] = run
     return runs
 
@@ -70,7 +79,7 @@ def held_out_steps(world, seed: int, steps: int, games: int):
 def tokenizer_and_one_step(world, seed: int, steps: int, games: int) -> dict:
     reader, be = READERS["pong"](world.frame_size, 64), world.backend
     checks = {k: [] for k in ("tokenizer_paddle_ok", "tokenizer_one_ball", "one_step_paddle_ok", "one_step_one_ball",
-                              "one_step_ball_error_px")}
+                              "one_step_ball_error_px", "miss_x")}
     with torch.no_grad():
         for window, ids, real in held_out_steps(world, seed, steps, games):
             recon = be.decode(be.latents(be.encode(real[:, None])))[:, 0]
@@ -82,7 +91,13 @@ def tokenizer_and_one_step(world, seed: int, steps: int, games: int) -> dict:
             checks["one_step_paddle_ok"] += list(r["paddle_ok"])
             checks["one_step_one_ball"] += list(r["one_ball"])
             checks["one_step_ball_error_px"] += list(r["ball_error_px"])
+            real_x = reader.objects(real)["ball_xy"][:, 0] / world.frame_size
+            checks["miss_x"] += list(real_x[~r["one_ball"]])
+    miss_x = np.array(checks.pop("miss_x"))
     out = {k: float(np.mean(v)) for k, v in checks.items() if not k.endswith("_px")}
+    out["one_step_misses"] = len(miss_x)
+    out["one_step_misses_at_serve_or_edge"] = float(np.mean((np.abs(miss_x - 0.5) <= SERVE_BAND) | (miss_x < EDGE))) \
+        if len(miss_x) else None
     err = np.array(checks["one_step_ball_error_px"])
     out["one_step_ball_error_px_median"] = float(np.nanmedian(err))
     out["one_step_ball_error_px_p90"] = float(np.nanpercentile(err, 90))
@@ -92,7 +107,7 @@ def tokenizer_and_one_step(world, seed: int, steps: int, games: int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="pong-capacity")
-    ap.add_argument("--runs", default=None, help="NAME=RUN,... to measure (default: train the three variants)")
+    ap.add_argument("--runs", default=None, help="NAME=RUN,... to measure (default: train the four variants)")
     ap.add_argument("--seed", type=int, default=41, help="seed of the held-out games")
     ap.add_argument("--steps", type=int, default=300, help="long-play frames")
     ap.add_argument("--games", type=int, default=8)

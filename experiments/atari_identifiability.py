@@ -1,7 +1,7 @@
 """How much of the player's next move its action explains beyond what the past already predicts, per
 data policy: the measurement behind wmfast.data.atari's default policy (i.i.d. actions).
 
-    python benchmarks/atari_identifiability.py [--seeds 101,202] [--steps 3000] [--json FILE]
+    python experiments/atari_identifiability.py [--seeds 101,202] [--steps 3000] [--json FILE]
 
 For each game and policy, ALE is played for `steps` steps (frameskip 4) and the paddle position is
 read from the console RAM (Pong: byte 51, the player's paddle row; Breakout: byte 72, the paddle's

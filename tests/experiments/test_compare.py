@@ -1,14 +1,17 @@
-"""`wmfast compare lam`: every variant trained per seed and scored by THE evaluator, mean ± std table."""
+"""experiments/compare.py: every variant trained per seed and scored by THE evaluator, mean ± std table."""
 import dataclasses
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
 
-from wmfast.cli import main
-from wmfast.compare import VARIANTS, available_variants, summarize
-from wmfast.errors import WmfastError
-from wmfast.models.latent_actions import LatentActionConfig
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))   # the clone
+import experiments.compare  # noqa: E402  (not installed: experiments live beside the package)
+from experiments.compare import VARIANTS, available_variants, main, summarize  # noqa: E402
+from wmfast.errors import WmfastError  # noqa: E402
+from wmfast.models.latent_actions import LatentActionConfig  # noqa: E402
 
 DATA = "game:maze:3"
 HAS_CONV = "architecture" in {f.name for f in dataclasses.fields(LatentActionConfig)}
@@ -30,24 +33,22 @@ def test_unknown_variant_is_a_one_line_error():
 
 
 def test_compare_lam_cli_passes_seeds_and_variants(monkeypatch, capsys):
-    import wmfast.compare
-
     seen = {}
 
     def fake(data, steps, out, **kw):
         seen.update(data=data, steps=steps, out=out, **kw)
         return {"markdown": f"{out}/report.md", "variants": kw["variants"]}
 
-    monkeypatch.setattr(wmfast.compare, "compare_lam", fake)
-    assert main(["compare", "lam", "--data", "game:pong", "--steps", "7", "--seeds", "0,1,2", "--variants",
+    monkeypatch.setattr(experiments.compare, "compare_lam", fake)
+    assert main(["lam", "--data", "game:pong", "--steps", "7", "--seeds", "0,1,2", "--variants",
                  "legacy,conv", "--out", "x"]) == 0
     assert seen["seeds"] == [0, 1, 2] and seen["variants"] == ["legacy", "conv"] and seen["steps"] == 7
-    assert main(["compare", "lam", "--seeds", "0,a"]) == 2
+    assert main(["lam", "--seeds", "0,a"]) == 2
     assert "argument --seeds: must be comma-separated integers >= 0" in capsys.readouterr().err
 
 
 def test_compare_lam_two_seeds(tmp_path, tiny_game_cache):
-    from wmfast.compare import compare_lam
+    from experiments.compare import compare_lam
 
     names = ["legacy", "conv"] if HAS_CONV else ["legacy", "windowed"]
     out = tmp_path / "cmp"
@@ -75,7 +76,7 @@ def test_compare_lam_two_seeds(tmp_path, tiny_game_cache):
 def test_compare_dynamics_trains_each_variant_on_the_same_run_and_leaves_it_unchanged(tmp_path, tiny_game_cache):
     import hashlib
 
-    from wmfast.compare import DYNAMICS_VARIANTS, compare_dynamics
+    from experiments.compare import DYNAMICS_VARIANTS, compare_dynamics
     from wmfast.train import TrainConfig, train_stage
 
     run = tmp_path / "run"
@@ -102,12 +103,11 @@ def test_compare_dynamics_trains_each_variant_on_the_same_run_and_leaves_it_unch
 
 
 def test_compare_dynamics_cli_defaults_to_variants_that_exist(monkeypatch):
-    import wmfast.compare
-    from wmfast.compare import DYNAMICS_VARIANTS
+    from experiments.compare import DYNAMICS_VARIANTS
 
     seen = {}
-    monkeypatch.setattr(wmfast.compare, "compare_dynamics",
+    monkeypatch.setattr(experiments.compare, "compare_dynamics",
                         lambda run, data, steps, out, **kw: seen.update(kw) or {"markdown": f"{out}/report.md"})
-    assert main(["compare", "dynamics", "--run", "r"]) == 0
+    assert main(["dynamics", "--run", "r"]) == 0
     assert seen["variants"] == ["film", "recipe", "action-bias"]
     assert set(seen["variants"]) <= set(DYNAMICS_VARIANTS)      # none of the removed ones (no warning by default)
