@@ -109,12 +109,12 @@ def run_eager(modules: dict, name: str, *inputs) -> tuple:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def explained_quantizer_flips(quantizer, onnx_z, onnx_tokens, eager_tokens, as_index: bool):
-    """Of the positions where tokens differ, how many are near-ties: the eager quantizer maps the
-    onnxruntime z (itself within tolerance of eager z) to the onnxruntime token."""
-    requant = quantizer.quantize(onnx_z)
+def explained_quantizer_flips(model, onnx_z, onnx_tokens, eager_tokens, as_index: bool):
+    """Of the positions where tokens differ, how many are near-ties: the eager model's quantize maps
+    the onnxruntime z (itself within tolerance of eager z) to the onnxruntime token. model: the
+    tokenizer (token indices, as_index) or the LAM (action latents)."""
+    requant = model.quantize(onnx_z)
     if as_index:
-        requant = quantizer.indices(requant)
         differ = onnx_tokens != eager_tokens
         agree_with_onnx = requant == onnx_tokens
     else:
@@ -138,10 +138,10 @@ def compare_graph(name, eager_out, onnx_out, inputs, model, tol) -> list:
         rows.append(row)
     # Discrete decisions: token agreement and near-tie accounting.
     if name == "tokenizer_encoder":
-        differ, ties = explained_quantizer_flips(model.tokenizer.quantizer, onnx_out[1], onnx_out[0], eager_out[0], True)
+        differ, ties = explained_quantizer_flips(model.tokenizer, onnx_out[1], onnx_out[0], eager_out[0], True)
         tokens_row(rows[0], differ, ties, eager_out[0].numel(), tol, decides=True)
     elif name == "action_encoder":
-        differ, ties = explained_quantizer_flips(model.lam.quantizer, onnx_out[1], onnx_out[0], eager_out[0], False)
+        differ, ties = explained_quantizer_flips(model.lam, onnx_out[1], onnx_out[0], eager_out[0], False)
         tokens_row(rows[0], differ, ties, eager_out[0][..., 0].numel(), tol, decides=True)
     elif name == "dynamics":
         want, got = eager_out[0], onnx_out[0]

@@ -127,8 +127,13 @@ class LatentActionModel(nn.Module):
             check_frames(frames, self.config.frame_size, min_frames=2)
             frames = frames.float()
         z = self.encoder(frames)
-        q = self.quantizer.quantize(z)
+        q = self.quantize(z)
         return (q, z) if return_z else q
+
+    @torch.no_grad()
+    def quantize(self, z):
+        """encoder output z [B, T-1, code dim] -> quantized action latents [B, T-1, A] (what encode gives)."""
+        return self.quantizer.quantize(z)
 
     @torch.no_grad()
     def indices(self, actions, check: bool = True):

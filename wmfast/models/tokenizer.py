@@ -107,7 +107,12 @@ class VideoTokenizer(nn.Module):
         """frames [B, T, 3, H, W] float in [-1, 1] -> token indices [B, T, P] int64."""
         if check:
             check_frames(frames, self.config.frame_size)
-        return self.quantizer.indices(self.quantizer.quantize(self.encoder(frames.float())))
+        return self.quantize(self.encoder(frames.float()))
+
+    @torch.no_grad()
+    def quantize(self, z):
+        """encoder output z [B, T, P, L] -> token indices [B, T, P] int64 (what encode gives for it)."""
+        return self.quantizer.indices(self.quantizer.quantize(z))
 
     @torch.no_grad()
     def latents(self, idx, check: bool = True):
