@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from wmfast.config import load_json, save_json
 from wmfast.errors import WmfastError
-from wmfast.models.action_map import ACTION_MAP, FRAME_MAP_WEIGHTS, ActionMap, FrameActionMapConfig
+from wmfast.models.action_map import ACTION_MAP, FRAME_MAP_WEIGHTS, ActionMap, FrameActionMap, FrameActionMapConfig
 from wmfast.models.lapa import CodeClassifier, LapaModel
 from wmfast.models.policy import POLICY_KINDS
 from wmfast.models.registry import KINDS, STAGES, kind_of  # noqa: F401  (STAGES: re-exported for callers)
@@ -137,7 +137,7 @@ def load_action_map(run_dir) -> ActionMap:
     if isinstance(info, dict):
         cfg = FrameActionMapConfig(num_game_actions=amap.num_game_actions, num_latents=amap.num_latents,
                                    width=int(info.get("width", 16)))
-        net = KINDS["frame_action_map"][0](cfg)
+        net = FrameActionMap(cfg)
         weights = os.path.join(os.path.dirname(path), info.get("weights", FRAME_MAP_WEIGHTS))
         load_state_dict_checked(net, read_safetensors(weights), weights)
         amap.frame_map = net.eval()

@@ -51,8 +51,7 @@ def _runner(backend: str, model, run_dir: str):
 def run_policy_bench(json_path=None, run_dir=None, kind: str = "act", quick: bool = False,
                      backends="eager,compile,onnx", batches=(1, 64)) -> dict:
     from wmfast.checkpoint import load_policy, save_model
-    from wmfast.models.policy import build_policy, count_params
-    from wmfast.models.policy import PolicyConfig
+    from wmfast.models.policy import PolicyConfig, build_policy, count_params
 
     names = [b.strip() for b in str(backends).split(",") if b.strip()]
     bad = [b for b in names if b not in BACKENDS]
