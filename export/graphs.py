@@ -50,11 +50,10 @@ class TokenizerEncoderGraph(nn.Module):
 
     def __init__(self, tokenizer):
         super().__init__()
-        self.encoder, self.quantizer = tokenizer.encoder, tokenizer.quantizer
+        self.tokenizer = tokenizer
 
     def forward(self, frames):
-        z = self.encoder(frames)                                   # [B, T, P, L]
-        return self.quantizer.indices(self.quantizer.quantize(z)), z
+        return self.tokenizer.encode(frames, check=False, return_z=True)
 
 
 class TokenizerDecoderGraph(nn.Module):
@@ -62,22 +61,22 @@ class TokenizerDecoderGraph(nn.Module):
 
     def __init__(self, tokenizer):
         super().__init__()
-        self.decoder = tokenizer.decoder
+        self.tokenizer = tokenizer
 
     def forward(self, latents):
-        return self.decoder(latents)
+        return self.tokenizer.decode(latents, check=False)
 
 
 class CodeLatentsGraph(nn.Module):
-    """Code ids -> latents through a model's quantizer: token indices [B, T, P] int64 -> latents
-    [B, T, P, L] (FSQ digits or VQ codebook rows), or action ids [B] -> action latents [B, A]."""
+    """Code ids -> latents (a tokenizer's or a LAM's `latents`): token indices [B, T, P] int64 ->
+    latents [B, T, P, L] (FSQ digits or VQ codebook rows), or action ids [B] -> action latents [B, A]."""
 
     def __init__(self, model):
         super().__init__()
-        self.quantizer = model.quantizer
+        self.model = model
 
     def forward(self, indices):
-        return self.quantizer.latents(indices)
+        return self.model.latents(indices, check=False)
 
 
 class ActionEncoderGraph(nn.Module):
@@ -122,18 +121,21 @@ class MaskGITStepGraph(nn.Module):
 
     def __init__(self, dynamics, tokenizer):
         super().__init__()
-        self.dynamics, self.quantizer = dynamics, tokenizer.quantizer
+        self.dynamics, self.tokenizer = dynamics, tokenizer
+
+    def token_latents(self, indices):
+        return self.tokenizer.latents(indices, check=False)
 
     def forward(self, x, masked, tokens, target, actions, cache_k, cache_v, valid, pe, min_confidence):
         return self.dynamics.maskgit_step(x, masked, tokens, target, actions, cache_k, cache_v, valid, pe,
-                                          self.quantizer.latents, min_confidence=min_confidence)
+                                          self.token_latents, min_confidence=min_confidence)
 
 
 class MaskGITSampledGraph(MaskGITStepGraph):
     def forward(self, x, masked, tokens, target, actions, cache_k, cache_v, valid, pe, min_confidence, noise,
                 temperature):
         return self.dynamics.maskgit_step(x, masked, tokens, target, actions, cache_k, cache_v, valid, pe,
-                                          self.quantizer.latents, noise, temperature, min_confidence)
+                                          self.token_latents, noise, temperature, min_confidence)
 
 
 class DynamicsCommitGraph(nn.Module):

@@ -34,11 +34,7 @@ class EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, frame_t, frame_t1):
-        from wmfast.models.lapa import to_model_channels
-
-        g = self.model.config.grayscale
-        pair = torch.cat([to_model_channels(frame_t, g), to_model_channels(frame_t1, g)], 1)
-        return self.model.quantizer.indices(self.model.encoder(pair))          # [B, 7, 5] int64
+        return self.model.encode(frame_t, frame_t1, check=False)              # [B, 7, 5] int64
 
 
 class DecoderGraph(nn.Module):
@@ -47,10 +43,7 @@ class DecoderGraph(nn.Module):
         self.model = model
 
     def forward(self, frame_t, codes):
-        from wmfast.models.lapa import to_model_channels
-
-        x0 = to_model_channels(frame_t, self.model.config.grayscale)
-        return self.model.decoder(x0, self.model.quantizer.latents(codes)).clamp(0, 1)   # [B, C, H, W]
+        return self.model.decode(frame_t, codes, check=False)                 # [B, C, H, W]
 
 
 def has_lapa(run_dir) -> bool:

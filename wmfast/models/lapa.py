@@ -286,20 +286,29 @@ class LapaModel(nn.Module):
             raise WmfastError(f"codes must be in [0, {self.num_codes}), got [{int(codes.min())}, {int(codes.max())}]")
         return codes.long().to(self.quantizer.codebook.device)
 
+    # check=False skips validation and the cast to float32 (ONNX graphs); frames still go to the
+    # model's channels, so RGB footage works with a grayscale model either way.
     @torch.no_grad()
-    def encode(self, frame_t, frame_t1):
+    def encode(self, frame_t, frame_t1, check: bool = True):
         """frames [B, C, H, W] float in [0, 1] -> codes [B, 7, 5] int64 ([B] when pooled)."""
-        x0, x1 = self.check_frames(frame_t, "frame_t"), self.check_frames(frame_t1, "frame_t1")
-        if x0.shape[0] != x1.shape[0]:
-            raise WmfastError(f"frame_t and frame_t1 batch sizes differ: {x0.shape[0]} vs {x1.shape[0]}")
+        if check:
+            x0, x1 = self.check_frames(frame_t, "frame_t"), self.check_frames(frame_t1, "frame_t1")
+            if x0.shape[0] != x1.shape[0]:
+                raise WmfastError(f"frame_t and frame_t1 batch sizes differ: {x0.shape[0]} vs {x1.shape[0]}")
+        else:
+            g = self.config.grayscale
+            x0, x1 = to_model_channels(frame_t, g), to_model_channels(frame_t1, g)
         return self.quantizer.indices(self.encoder(torch.cat([x0, x1], 1)))
 
     @torch.no_grad()
-    def decode(self, frame_t, codes):
+    def decode(self, frame_t, codes, check: bool = True):
         """frame_t [B, C, H, W] + codes [B, 7, 5] ([B] pooled) -> frame_t1 [B, C, H, W] in [0, 1]."""
-        x0, codes = self.check_frames(frame_t, "frame_t"), self.check_codes(codes)
-        if x0.shape[0] != codes.shape[0]:
-            raise WmfastError(f"frame_t and codes batch sizes differ: {x0.shape[0]} vs {codes.shape[0]}")
+        if check:
+            x0, codes = self.check_frames(frame_t, "frame_t"), self.check_codes(codes)
+            if x0.shape[0] != codes.shape[0]:
+                raise WmfastError(f"frame_t and codes batch sizes differ: {x0.shape[0]} vs {codes.shape[0]}")
+        else:
+            x0 = to_model_channels(frame_t, self.config.grayscale)
         return self.decoder(x0, self.quantizer.latents(codes)).clamp(0, 1)
 
     def latents(self, codes):

@@ -100,14 +100,19 @@ class VideoTokenizer(nn.Module):
         return recon, rec_loss + q_loss, {"recon_loss": rec_loss.detach(), "indices": self.quantizer.indices(q.detach())}
 
     # -- public inference API ---------------------------------------------------------------
-    # check=False skips validation (engines that checked their inputs once: generated frames may
-    # stray slightly outside [-1, 1] and go back in as they are, as in tinyworlds).
+    # check=False skips validation and the cast to float32 (engines that checked their inputs once:
+    # generated frames may stray slightly outside [-1, 1] and go back in as they are, as in
+    # tinyworlds; fp16 ONNX graphs, whose frames arrive in the model's own dtype).
     @torch.no_grad()
-    def encode(self, frames, check: bool = True):
-        """frames [B, T, 3, H, W] float in [-1, 1] -> token indices [B, T, P] int64."""
+    def encode(self, frames, check: bool = True, return_z: bool = False):
+        """frames [B, T, 3, H, W] float in [-1, 1] -> token indices [B, T, P] int64; with return_z
+        also the encoder output before quantization [B, T, P, L]."""
         if check:
             check_frames(frames, self.config.frame_size)
-        return self.quantize(self.encoder(frames.float()))
+            frames = frames.float()
+        z = self.encoder(frames)
+        idx = self.quantize(z)
+        return (idx, z) if return_z else idx
 
     @torch.no_grad()
     def quantize(self, z):

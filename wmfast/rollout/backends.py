@@ -79,7 +79,7 @@ class TorchBackend:
         return self.lam.encode(frames, check=False)
 
     def action_latents(self, ids):
-        return self.lam.quantizer.latents(ids)
+        return self.lam.latents(ids, check=False)
 
     def decode(self, lat):
         return self.tok.decode(lat, check=False)
@@ -108,7 +108,7 @@ class TorchBackend:
             gap = top2[..., 0] - top2[..., 1]
             self.min_gap = gap if self.min_gap is None else torch.minimum(self.min_gap, gap)
         return self.dyn.maskgit_step(x, masked, tokens, target, act, cache_k, cache_v, valid, pe,
-                                     self.tok.quantizer.latents, noise, temperature, min_confidence)
+                                     self.latents, noise, temperature, min_confidence)
 
     def dynamics_commit(self, lat, act, cache, pe):
         cache.write(*self.dyn.extend(lat, act, cache.k, cache.v, cache.valid, pe, head=False)[1])

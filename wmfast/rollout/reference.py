@@ -5,6 +5,8 @@ latent action model gives the C-1 context actions; the chosen action's latent is
 MaskGIT generates frame C+1; all C+1 latents are decoded and the last decoded frame is the
 new frame, which joins the pixel context.
 """
+from functools import partial
+
 import torch
 
 from wmfast.errors import WmfastError
@@ -24,7 +26,7 @@ def reference_step(model, context, action_latent, steps: int = 8, temperature: f
     if context.shape[1] > 1:
         actions = torch.cat([lam.encode(context, check=False), actions], 1)   # [B, C, A]
     out = dyn.generate(lat, actions, horizon=1, steps=steps, temperature=temperature,
-                       schedule_k=schedule_k, latents_fn=tok.quantizer.latents, generator=generator)
+                       schedule_k=schedule_k, latents_fn=partial(tok.latents, check=False), generator=generator)
     return tok.decode(out, check=False)[:, -1]                             # [B, 3, H, W]
 
 
@@ -81,7 +83,7 @@ def reference_token_rollout(model, context, action_ids, steps: int = 8, schedule
     for i in range(action_ids.shape[1]):
         acts = torch.cat([acts, given[:, i:i + 1]], 1)                     # [B, Tw, A]
         out = dyn.generate(lat, acts, horizon=1, steps=steps, schedule_k=schedule_k,
-                           latents_fn=tok.quantizer.latents, min_confidence=min_confidence or None)   # [B, Tw+1, P, L]
+                           latents_fn=partial(tok.latents, check=False), min_confidence=min_confidence or None)   # [B, Tw+1, P, L]
         frame = tok.decode(out[:, -1:] if frame_wise else out, check=False)[:, -1]
         frames.append(frame)
         keep = min(out.shape[1], C)
