@@ -190,6 +190,10 @@ class Config:
     def check(self):
         """Cross-field rules (override; raise WmfastError)."""
 
+    def setting(self, key: str):
+        """The value of a --set key in this config (None if it has no such field)."""
+        return getattr(self, key, None)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

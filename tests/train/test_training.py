@@ -147,6 +147,20 @@ def test_cli_train_and_errors_exit_2(tmp_path, capsys, tiny_game_cache):
     assert "unknown actions config keys" in capsys.readouterr().err
 
 
+def test_resume_reads_flat_vq_settings_from_the_nested_vq_config(tmp_path, capsys, tiny_game_cache):
+    # The conv LAM keeps its VQ settings nested (config.vq.beta); --set still takes the flat vq_* names,
+    # and a resume must compare them with the nested values, not report a clash with a missing field.
+    args = ["train", "actions", "--run", str(tmp_path / "r"), "--data", DATA, "--preset", "tiny", "--steps", "2",
+            "--batch-size", "2", "--set", "vq_beta=0.5"]
+    assert main(args) == 0
+    assert wmfast.load(str(tmp_path / "r")).lam.config.vq.beta == 0.5
+    more = ["--steps", "3", "--resume", "--force"]
+    assert main(args + more) == 0
+    capsys.readouterr()
+    assert main(args[:-1] + ["vq_beta=0.3"] + more) == 2
+    assert "--set vq_beta=0.3 but the saved model has vq_beta=0.5" in capsys.readouterr().err
+
+
 def test_demo_trains_and_writes_gif_and_metrics(tmp_path, tiny_game_cache):
     from wmfast.demo import run_demo
 

@@ -33,10 +33,21 @@ class VQConfig(Config):
         return dataclasses.asdict(self)
 
 
+# The old flat config's names for the VQ settings (still accepted by --set and old config.json files).
+VQ_FIELDS = {"vq_beta": "beta", "vq_ema": "ema", "vq_dead_code_every": "dead_code_every",
+             "vq_entropy_weight": "entropy_weight"}
+
+
 class LamConfig(Config):
     """Mixin of the LAM configs. config.json names the model by `architecture` (a tag of the
     class, not a field) and holds the VQ settings as a nested object."""
     ARCHITECTURE: ClassVar[str] = ""
+
+    def setting(self, key: str):
+        """The value of a --set key in this config: the flat vq_* names read the nested VQ settings."""
+        if key in VQ_FIELDS and isinstance(getattr(self, "vq", None), VQConfig):
+            return getattr(self.vq, VQ_FIELDS[key])
+        return getattr(self, key, None)
 
     def nested_vq(self):
         """self.vq as a VQConfig (from_dict hands it over as a JSON object)."""

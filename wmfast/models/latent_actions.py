@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from wmfast.config import SpaceTimeConfig
 from wmfast.errors import WmfastError
 from wmfast.models.lam import TransformerLam, TransformerLamConfig, WindowedActionHead  # noqa: F401
-from wmfast.models.lam_common import LatentActionModel, OneHotCodes, VQConfig  # noqa: F401
+from wmfast.models.lam_common import VQ_FIELDS, LatentActionModel, OneHotCodes, VQConfig  # noqa: F401
 from wmfast.models.lam_conv import ConvLam, ConvLamConfig  # noqa: F401
 
 LAM_CONFIGS = {c.ARCHITECTURE: c for c in (TransformerLamConfig, ConvLamConfig)}
-VQ_FIELDS = {"vq_beta": "beta", "vq_ema": "ema", "vq_dead_code_every": "dead_code_every",
-             "vq_entropy_weight": "entropy_weight"}
 # Options no recipe, preset, study or import used (issue 25) -> the default an old config may hold.
 REMOVED = {"fsq_levels": 2, "encoder_frame_diff": False, "action_injection": "film", "film_init_scale": 0.0,
            "decoder_sees_past": False, "changed_pixel_weight": 1.0, "action_free_prior": False}

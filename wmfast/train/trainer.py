@@ -326,7 +326,7 @@ def resume_config(folder, saved: TrainConfig, requested, cfg, overrides: dict, f
     """The TrainConfig a resumed run continues with: the saved one; a requested one must agree on
     RESUME_FIELDS, and a requested DynamicsTrainConfig also on its clip settings (force: the requested
     values win); --set must agree with the saved model."""
-    clash = {k: (v, getattr(cfg, k, None)) for k, v in (overrides or {}).items() if getattr(cfg, k, None) != v}
+    clash = {k: (v, cfg.setting(k)) for k, v in (overrides or {}).items() if cfg.setting(k) != v}
     if clash:
         k, (want, have) = next(iter(clash.items()))
         raise WmfastError(f"cannot resume {folder}: --set {k}={want} but the saved model has {k}={have} "
