@@ -191,19 +191,23 @@ def load_lapa(path, device="cpu", best: bool = False) -> LapaModel:
 
 
 def load_classifier(folder):
-    """The run's classifier, or None when none was trained."""
-    if not os.path.isfile(os.path.join(folder, CLASSIFIER_CONFIG)):
+    """The run's classifier, or None when none was trained. classifier.json: its config and the
+    report of its training (files written before the registry have no "kind")."""
+    path = os.path.join(folder, CLASSIFIER_CONFIG)
+    if not os.path.isfile(path):
         return None
-    spec = load_json(os.path.join(folder, CLASSIFIER_CONFIG))
-    try:
-        clf = CodeClassifier(**{k: spec[k] for k in ("num_codes", "cells", "n_actions", "embed", "hidden",
-                                                     "action_names")})
-    except KeyError as e:
-        raise WmfastError(f"{folder}/{CLASSIFIER_CONFIG}: missing field {e}") from None
-    path = os.path.join(folder, CLASSIFIER_WEIGHTS)
-    return load_state_dict_checked(clf, read_safetensors(path), path).eval()
+    d = load_json(path)
+    if not isinstance(d, dict):
+        raise WmfastError(f"{path}: expected a JSON object of config fields, got {type(d).__name__}")
+    if d.get("kind", "lapa_classifier") != "lapa_classifier":
+        raise WmfastError(f"{path}: holds a {d['kind']} model, expected lapa_classifier")
+    model_cls, cfg_cls = KINDS["lapa_classifier"]
+    clf = model_cls(cfg_cls.from_dict({k: v for k, v in d.items() if k != "report"}, source=path))
+    weights = os.path.join(folder, CLASSIFIER_WEIGHTS)
+    return load_state_dict_checked(clf, read_safetensors(weights), weights).eval()
 
 
 def save_classifier(clf: CodeClassifier, folder, report: dict = None):
     save_weights(clf, os.path.join(folder, CLASSIFIER_WEIGHTS))
-    save_json({**clf.spec, "report": report or {}}, os.path.join(folder, CLASSIFIER_CONFIG))
+    save_json({"kind": kind_of(clf), **clf.config.to_dict(), "report": report or {}},
+              os.path.join(folder, CLASSIFIER_CONFIG))

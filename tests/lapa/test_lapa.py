@@ -2,6 +2,7 @@
 dead-code reset, training resume, extraction round trip, the Python API and bad inputs."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import wmfast
+from wmfast.checkpoint import load_classifier
 from wmfast.data import load_dataset
 from wmfast.errors import WmfastError
 from wmfast.lapa import LapaTrainConfig, PairData, extract_codes, split_episodes, train_lapa
@@ -262,7 +264,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, breakout_h5):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
-def test_python_api_and_classifier(trained_run, breakout_h5):
+def test_python_api_and_classifier(trained_run, breakout_h5, tmp_path):
     from wmfast.lapa.classifier import train_classifier
 
     report = train_classifier(trained_run, breakout_h5, epochs=3)
@@ -276,6 +278,17 @@ def test_python_api_and_classifier(trained_run, breakout_h5):
     assert m.lapa.decode(x0, codes).shape == (3, 3, 210, 160)
     actions = m.lapa.to_game_actions(codes)
     assert actions.shape == (3,) and int(actions.max()) < 4
+    # classifier.json is the registry's config (+ the report); files from before it (no "kind") still load
+    path = os.path.join(trained_run, "lapa", "classifier.json")
+    saved = json.load(open(path))
+    assert saved["kind"] == "lapa_classifier" and saved["report"]["test_pairs"] == report["test_pairs"]
+    folder = tmp_path / "old"
+    shutil.copytree(os.path.join(trained_run, "lapa"), folder)
+    (folder / "classifier.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "kind"}))
+    torch.testing.assert_close(load_classifier(str(folder)).predict(codes), actions)
+    (folder / "classifier.json").write_text(json.dumps({**saved, "n_actions": 3}))
+    with pytest.raises(WmfastError, match="4 action_names for 3 actions"):
+        load_classifier(str(folder))
 
 
 def test_extraction_round_trip(trained_run, breakout_h5, tmp_path):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from wmfast.checkpoint import lapa_folder, load_lapa, save_classifier
 from wmfast.config import load_json
 from wmfast.errors import WmfastError
-from wmfast.models.lapa import CodeClassifier
+from wmfast.models.lapa import CodeClassifier, CodeClassifierConfig
 from wmfast.train.loop import Loop, Stage, optimizer
 
 
@@ -93,7 +93,7 @@ def train_classifier(run, data=None, labelled_fraction: float = 1.0, epochs: int
 
     torch.manual_seed(seed)
     cells = int(np.prod(model.config.code_shape)) if model.config.code_shape else 1
-    clf = CodeClassifier(model.num_codes, cells, ds.n_actions, action_names=ds.action_names)
+    clf = CodeClassifier(CodeClassifierConfig(model.num_codes, cells, ds.n_actions, action_names=list(ds.action_names or [])))
     stage = ClassifierStage(clf, x, y, xv, yv, batch_size)
     Loop(stage, optimizer(clf, lr, 1e-4, kind="adam")).run(epochs * stage.steps_per_epoch(), progress=False)
     best, best_state = stage.best, stage.best_state

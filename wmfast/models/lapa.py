@@ -27,7 +27,7 @@ Grayscale (on by default, as specified): frames are converted to luma (ITU-R BT.
 model reads and writes one channel; RGB models (grayscale=False) read and write three.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -340,16 +340,35 @@ class LapaModel(nn.Module):
         return f"grid={c.code_shape}, widths={c.widths}, channels={c.in_channels}, conditioning={c.conditioning}"
 
 
+@dataclass
+class CodeClassifierConfig(Config):
+    """The code -> game action classifier: an embedding per code, an MLP over a pair's cells."""
+    num_codes: int = 8            # the LAPA model's codebook
+    cells: int = 35               # codes per pair (its code grid, 1 when pooled)
+    n_actions: int = 2            # the game's action ids
+    embed: int = 16
+    hidden: int = 128
+    action_names: list = field(default_factory=list)   # the game's names of its actions (default: "0", "1", ...)
+
+    def check(self):
+        if self.action_names and len(self.action_names) != self.n_actions:
+            raise WmfastError(f"CodeClassifierConfig: {len(self.action_names)} action_names for "
+                              f"{self.n_actions} actions")
+
+
 class CodeClassifier(nn.Module):
     """codes [B, *grid] int64 -> action logits [B, n_actions]."""
 
-    def __init__(self, num_codes: int, cells: int, n_actions: int, embed: int = 16, hidden: int = 128,
-                 action_names=None):
+    def __init__(self, cfg: CodeClassifierConfig):
         super().__init__()
-        self.spec = {"num_codes": num_codes, "cells": cells, "n_actions": n_actions, "embed": embed,
-                     "hidden": hidden, "action_names": list(action_names or [str(i) for i in range(n_actions)])}
-        self.embed = nn.Embedding(num_codes, embed)
-        self.mlp = nn.Sequential(nn.Linear(cells * embed, hidden), nn.ReLU(), nn.Linear(hidden, n_actions))
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.num_codes, cfg.embed)
+        self.mlp = nn.Sequential(nn.Linear(cfg.cells * cfg.embed, cfg.hidden), nn.ReLU(),
+                                 nn.Linear(cfg.hidden, cfg.n_actions))
+
+    @property
+    def action_names(self) -> list:
+        return self.config.action_names or [str(i) for i in range(self.config.n_actions)]
 
     def forward(self, codes):
         return self.mlp(self.embed(codes.reshape(codes.shape[0], -1)).flatten(1))   # [B, n_actions]

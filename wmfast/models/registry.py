@@ -2,7 +2,7 @@
 class). wmfast.checkpoint saves and loads through it."""
 from wmfast.models.action_map import FrameActionMap, FrameActionMapConfig
 from wmfast.models.dynamics import DynamicsConfig, DynamicsModel
-from wmfast.models.lapa import LapaConfig, LapaModel
+from wmfast.models.lapa import CodeClassifier, CodeClassifierConfig, LapaConfig, LapaModel
 from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel
 from wmfast.models.policy import POLICIES, PolicyConfig
 from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer
@@ -13,9 +13,10 @@ STAGES = {
     "actions": (LatentActionModel, LatentActionConfig),
     "dynamics": (DynamicsModel, DynamicsConfig),
 }
-# + LAPA, the frame-conditioned action map, and one kind per policy architecture (a policy config's
+# + LAPA and its code -> game action classifier, the frame-conditioned action map, and one kind per policy architecture (a policy config's
 # own "kind" field names it)
-KINDS = {**STAGES, "lapa": (LapaModel, LapaConfig), "frame_action_map": (FrameActionMap, FrameActionMapConfig),
+KINDS = {**STAGES, "lapa": (LapaModel, LapaConfig), "lapa_classifier": (CodeClassifier, CodeClassifierConfig),
+         "frame_action_map": (FrameActionMap, FrameActionMapConfig),
          **{k: (cls, PolicyConfig) for k, cls in POLICIES.items()}}
 
 
