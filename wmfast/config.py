@@ -190,6 +190,13 @@ class Config:
     def check(self):
         """Cross-field rules (override; raise WmfastError)."""
 
+    @classmethod
+    def settable(cls) -> dict:
+        """The keys `--set KEY=VALUE` takes for this config -> (type hint, rule)."""
+        hints = _hints(cls)
+        return {f.name: (hints.get(f.name), f.metadata.get("rule", FIELD_RULES.get(f.name)))
+                for f in dataclasses.fields(cls)}
+
     def setting(self, key: str):
         """The value of a --set key in this config (None if it has no such field)."""
         return getattr(self, key, None)
@@ -248,14 +255,9 @@ def divisors(n: int) -> list:
 def check_overrides(cls, overrides: dict, label: str = "--set", stage: str = None) -> dict:
     """Overrides for a config class (from --set KEY=VALUE), checked field by field before any
     work: unknown keys and bad values name the option, e.g. "--set embed_dim=abc"."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = _hints(cls)
+    fields = cls.settable()
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise WmfastError(f"{label} {unknown[0]}=...: unknown {stage or cls.__name__} config keys {unknown} "
                           f"(known: {', '.join(sorted(fields))})")
-    out = {}
-    for key, value in overrides.items():
-        rule = fields[key].metadata.get("rule", FIELD_RULES.get(key))
-        out[key] = check_value(f"{label} {key}", value, hints.get(key), rule)
-    return out
+    return {key: check_value(f"{label} {key}", value, *fields[key]) for key, value in overrides.items()}

@@ -288,3 +288,16 @@ def test_conv_lam_learns_a_toy_games_actions_from_frames():
     frames, actions = toy_game(400, np.random.default_rng(1))
     ids = model.indices(model.encode(frames)).flatten().numpy()
     assert action_agreement(actions, ids)["nmi"] > 0.9
+
+
+def test_every_lam_configs_fields_are_settable_from_the_command_line():
+    # `wmfast train actions --set KEY=VALUE` checks keys against the flat LatentActionConfig: a field
+    # added to one LAM's config must be settable there without also being added to the flat one.
+    from wmfast.config import check_overrides
+
+    keys = set(LatentActionConfig.settable())
+    for cfg_cls in (ConvLamConfig, TransformerLamConfig):
+        assert {f.name for f in dataclasses.fields(cfg_cls)} - {"vq"} <= keys, cfg_cls
+    assert {"vq_beta", "vq_ema", "vq_dead_code_every", "vq_entropy_weight"} <= keys and "vq" not in keys
+    with pytest.raises(WmfastError, match="--set conv_context must be"):
+        check_overrides(LatentActionConfig, {"conv_context": 3})

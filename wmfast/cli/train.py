@@ -134,7 +134,7 @@ def split_set(stage: str, pairs: dict, model_cls, train_cls) -> tuple:
 
     from wmfast.train.trainer import DYNAMICS_TRAINING_FIELDS
 
-    model_fields = {f.name for f in dataclasses.fields(model_cls)}
+    model_fields = set(model_cls.settable())
     train_fields = {f.name for f in dataclasses.fields(train_cls)} - model_fields - {"progress"}
     model, train = {}, {}
     for key, value in pairs.items():

@@ -60,6 +60,17 @@ class LatentActionConfig(SpaceTimeConfig):
     first_pair_weight: float = 0.0
     action_free_prior: bool = False
 
+    @classmethod
+    def settable(cls) -> dict:
+        """The old flat fields and every LAM config's own (a new option of one LAM is settable
+        without a field here); the nested `vq` is set through the flat vq_* names."""
+        keys = {}
+        for config_cls in LAM_CONFIGS.values():
+            keys.update(config_cls.settable())
+        keys.update(super().settable())
+        keys.pop("vq", None)
+        return keys
+
     def __new__(cls, **fields):
         config_cls, values = translate(fields, "LatentActionConfig")
         return config_cls(**values)

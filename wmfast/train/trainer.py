@@ -107,10 +107,10 @@ def stage_config(stage: str, run_dir: str, train: TrainConfig, overrides: dict):
     if train.preset not in PRESETS:
         raise WmfastError(f"unknown preset {train.preset!r} (choose from {sorted(PRESETS)})")
     cfg_cls = STAGES[stage][1]
-    unknown = sorted(set(overrides) - _fields(cfg_cls))
+    unknown = sorted(set(overrides) - set(cfg_cls.settable()))
     if unknown:
         raise WmfastError(f"unknown {stage} config keys {unknown}")
-    values = preset_values(train.preset, stage, _fields(cfg_cls))
+    values = preset_values(train.preset, stage, set(cfg_cls.settable()))
     tok_dir = os.path.join(run_dir, "tokenizer")
     if stage in ("actions", "dynamics") and os.path.isdir(tok_dir):
         _, tok = load_config(tok_dir, "tokenizer")
