@@ -1,8 +1,10 @@
 """Helpers of tests/serve: a tiny random-weight run (action map, small dataset), a server on 127.0.0.1."""
 import json
 import os
+import shutil
 
 import numpy as np
+import pytest
 
 from wmfast.checkpoint import save_action_map
 from wmfast.models.action_map import ActionMap
@@ -13,6 +15,18 @@ from wmfast.rollout.shapes import random_world_model
 SIZES = dict(frame_size=16, patch_size=4, embed_dim=32, num_heads=2, hidden_dim=64, num_blocks=2,
              latent_dim=3, num_bins=4, n_actions=8, context_length=3)
 GAME_ACTIONS = ["NOOP", "UP", "DOWN", "LEFT", "RIGHT"]
+
+
+def browser_or_skip():
+    """(chromium's path, playwright.sync_api) for the browser tests; skips the calling module when
+    either is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH: `make test` installs it with apt (apt-get install chromium); "
+                    "it could not be installed here", allow_module_level=True)
+    api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
+                                                           "(pip install -e '.[test]')")
+    return chromium, api
 
 
 def moving_square_episodes(episodes: int = 10, length: int = 12, size: int = 16, seed: int = 0):

@@ -3,17 +3,11 @@ package): it loads offline, focuses the game, draws frames as they arrive, keys 
 different actions give different frames, uploads and the GIF download work. A screenshot is
 saved as an artifact (WMFAST_TEST_ARTIFACTS, default: the test's tmp dir)."""
 import os
-import shutil
-
 import numpy as np
 import pytest
+from serve_helpers import browser_or_skip
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip("no chromium on PATH: `make test` installs it with apt (apt-get install chromium); "
-                "it could not be installed here", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
-                                                                    "(pip install -e '.[test]')")
+CHROMIUM, playwright_api = browser_or_skip()
 
 
 @pytest.fixture(scope="module")

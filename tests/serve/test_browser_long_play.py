@@ -2,17 +2,11 @@
 (random held actions, the page in single-step mode so every frame gets the key held at its step),
 with the server's own default mode and MaskGIT steps. On sampled frames the agent is read from the
 canvas and compared with the real game replaying the same keys from the same start."""
-import shutil
-
 import numpy as np
 import pytest
+from serve_helpers import browser_or_skip
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip("no chromium on PATH: `make test` installs it with apt (apt-get install chromium); "
-                "it could not be installed here", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
-                                                                    "(pip install -e '.[test]')")
+CHROMIUM, playwright_api = browser_or_skip()
 
 FRAMES, SAMPLE_EVERY, TARGET = 300, 5, 0.95
 KEYS = {1: "ArrowUp", 2: "ArrowDown", 3: "ArrowLeft", 4: "ArrowRight"}     # NOOP: no key held
