@@ -1,5 +1,6 @@
 """`wmfast train tokenizer|actions|dynamics` (wmfast.train.train_stage), on one process or, with
---nproc N, relaunched on N through torch.distributed's launcher."""
+--nproc N, relaunched on N through torch.distributed's launcher; `wmfast train action-map|reward`,
+the short fits on a trained run."""
 import os
 
 from wmfast.cli.common import SetOption, device_name, nonneg_int, number, parse_overrides, positive_float, \
@@ -13,22 +14,27 @@ EXAMPLES = ("examples:\n  wmfast train tokenizer --run runs/pong --data game:pon
             "  wmfast train dynamics --run runs/pong --set num_blocks=4 --set embed_dim=128\n"
             "  wmfast train dynamics --run runs/pong --set pause_clip_prob=0.1   # a training option\n"
             "  wmfast train tokenizer --run runs/pong --resume   # after Ctrl-C\n"
-            "  wmfast train action-map --run runs/pong           # then: wmfast serve --run runs/pong")
+            "  wmfast train action-map --run runs/pong           # then: wmfast serve --run runs/pong\n"
+            "  wmfast train reward --run runs/pong               # reward / episode-end head -> RUN/reward/")
 
 
 def add_commands(sub):
-    p = sub.add_parser("train", help="train one stage: tokenizer, then actions, then dynamics, then action-map",
+    p = sub.add_parser("train", help="train one stage: tokenizer, then actions, then dynamics, then action-map "
+                                     "(and reward)",
                        epilog=EXAMPLES)
-    p.add_argument("stage", choices=["tokenizer", "actions", "dynamics", "action-map"],
+    p.add_argument("stage", choices=["tokenizer", "actions", "dynamics", "action-map", "reward"],
                    help="which stage to train (in this order); action-map fits the game action -> latent code map "
-                        "that World(actions=\"game\") and `wmfast serve` play (needs data with game actions)")
+                        "that World(actions=\"game\") and `wmfast serve` play (needs data with game actions); "
+                        "reward fits a head that reads the game's rewards (and episode ends) off two frames "
+                        "(needs data with rewards) and scores it on the held-out episodes")
     p.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="run directory (stages live in its subfolders); write --run-dir after `torchrun ... -m wmfast`")
     p.add_argument("--data", default=None, help="dataset: .h5 file, video/PNG folder, game:NAME[:EPISODES] or "
                    "atari:GAME (default: what the run's earlier stages were trained on, else game:maze)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help=f"optimizer steps for this stage (default: {STAGE_STEPS}); action-map: the steps of the map's fit "
-                        "(default: wmfast.models.action_map.FRAME_MAP_STEPS)")
+                        "(default: wmfast.models.action_map.FRAME_MAP_STEPS); reward: the head's "
+                        "(default: wmfast.train.reward.REWARD_STEPS)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="clips per optimizer step")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (AdamW, warmup then cosine)")
     p.add_argument("--warmup-steps", type=nonneg_int, default=100, help="linear learning-rate warmup steps")
@@ -59,6 +65,8 @@ def _train(a):
 
     if a.stage == "action-map":
         return _train_action_map(a)
+    if a.stage == "reward":
+        return _train_reward(a)
     a.steps = STAGE_STEPS if a.steps is None else a.steps
     if a.nproc != 1:
         return _relaunch(a)
@@ -68,17 +76,42 @@ def _train(a):
         print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
 
 
+def _refuse_world_model_options(a):
+    """The short fits (action-map, reward) take --run, --data, --steps and --seed only."""
+    given = [name for name, off in (("--resume", not a.resume), ("--force", not a.force), ("--set", not a.set),
+                                    ("--nproc", a.nproc == 1)) if not off]
+    if given:
+        raise WmfastError(f"train {a.stage}: {given[0]} does not apply (it takes --run, --data, --steps, --seed)")
+
+
 def _train_action_map(a):
     from wmfast.models.action_map import FRAME_MAP_STEPS
     from wmfast.train.action_map import train_action_map
 
-    given = [name for name, off in (("--resume", not a.resume), ("--force", not a.force), ("--set", not a.set),
-                                    ("--nproc", a.nproc == 1)) if not off]
-    if given:
-        raise WmfastError(f"train action-map: {given[0]} does not apply (it takes --run, --data, --steps, --seed)")
+    _refuse_world_model_options(a)
     info = train_action_map(a.run, a.data, steps=FRAME_MAP_STEPS if a.steps is None else a.steps, seed=a.seed)
     print(f"action map: {info['action_map_file']} (game action -> code {info['game_to_latent']}; "
           f"{info['fit_transitions']} transitions of {info['fit_episodes']} training episodes, {info['fit_steps']} steps)")
+
+
+def _train_reward(a):
+    from wmfast.config import save_json
+    from wmfast.eval.reward import evaluate_reward
+    from wmfast.train.reward import REWARD_STEPS, train_reward
+
+    _refuse_world_model_options(a)
+    report = train_reward(a.run, a.data, steps=REWARD_STEPS if a.steps is None else a.steps, seed=a.seed)
+    report["held_out"] = held = evaluate_reward(a.run, a.data)
+    save_json(report, os.path.join(report["folder"], "report.json"))
+    events = ", ".join(f"reward {v}: precision {fmt(e['precision'])} recall {fmt(e['recall'])} of {e['events']}"
+                       for v, e in held["events"].items())
+    print(f"reward head: {report['folder']} ({report['fit_transitions']} transitions of "
+          f"{report['fit_episodes']} training episodes); held-out {held['transitions']} transitions: {events}; "
+          f"ECE {fmt(held['ece'])}")
+
+
+def fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _relaunch(a):

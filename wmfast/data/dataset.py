@@ -70,6 +70,11 @@ class Dataset:
         return (f"Dataset({self.source}: {len(self)} frames {self.height}x{self.width}, "
                 f"{self.n_episodes} episodes, {acts})")
 
+    def transitions(self, episodes) -> np.ndarray:
+        """Indices t of the transitions x_t -> x_t+1 inside the given episode ids (rewards[t] is paid on it)."""
+        return np.concatenate([np.arange(s, e - 1, dtype=np.int64) for s, e in (self.episodes[i] for i in episodes)]
+                              or [np.zeros(0, np.int64)])
+
     def split(self, val_fraction: float = 0.1, seed: int = 0):
         """Disjoint (train, val) lists of episode ids; val holds whole held-out episodes."""
         if not 0.0 <= val_fraction < 1.0:

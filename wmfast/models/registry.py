@@ -5,6 +5,7 @@ from wmfast.models.dynamics import DynamicsConfig, DynamicsModel
 from wmfast.models.lapa import CodeClassifier, CodeClassifierConfig, LapaConfig, LapaModel
 from wmfast.models.latent_actions import LatentActionConfig, LatentActionModel
 from wmfast.models.policy import POLICIES, PolicyConfig
+from wmfast.models.reward import RewardConfig, RewardHead
 from wmfast.models.tokenizer import TokenizerConfig, VideoTokenizer
 
 # The world model's stages, in training order (one folder each in a run directory)
@@ -13,9 +14,10 @@ STAGES = {
     "actions": (LatentActionModel, LatentActionConfig),
     "dynamics": (DynamicsModel, DynamicsConfig),
 }
-# + LAPA and its code -> game action classifier, the frame-conditioned action map, and one kind per policy architecture (a policy config's
-# own "kind" field names it)
+# + LAPA and its code -> game action classifier, the reward / episode-end head, the frame-conditioned
+# action map, and one kind per policy architecture (a policy config's own "kind" field names it)
 KINDS = {**STAGES, "lapa": (LapaModel, LapaConfig), "lapa_classifier": (CodeClassifier, CodeClassifierConfig),
+         "reward": (RewardHead, RewardConfig),
          "frame_action_map": (FrameActionMap, FrameActionMapConfig),
          **{k: (cls, PolicyConfig) for k, cls in POLICIES.items()}}
 
