@@ -58,3 +58,30 @@ def test_dream_refuses_mismatched_actions_and_continuous_policies(world_run, tmp
     save_model(build_policy(PolicyConfig(kind="act", frame_size=16, game="reach")), tmp_path / "reach")
     with pytest.raises(WmfastError, match="discrete game"):
         dream(tmp_path / "reach", world_run, steps=1)
+
+
+def test_dream_reports_reward_events_the_dream_pays_but_the_game_does_not(world_run, tmp_path):
+    import shutil
+
+    import torch
+
+    from wmfast.models.reward import RewardConfig, RewardHead
+
+    world = tmp_path / "world"
+    shutil.copytree(world_run, world)
+    head = RewardHead(RewardConfig(frame_size=16, reward_values=[0.0, 1.0], width=4))
+    with torch.no_grad():             # a head that sees a point won in every dreamed step
+        head.head.weight.zero_()
+        head.head.bias.zero_()
+        head.log_prior.copy_(torch.tensor([0.0, 5.0]))
+    save_model(head, world / "reward")
+    report = dream(_pong_policy(tmp_path / "pol"), world, steps=6, maskgit_steps=1, out=str(tmp_path / "d.gif"))
+    rewards = report["rewards"]
+    assert rewards["dreamed"] == [1.0] * 6 and rewards["dreamed_events"] == 6 and rewards["dreamed_return"] == 6
+    real = np.array(rewards["real"])
+    assert len(real) == 6 and rewards["real_events"] == int((real != 0).sum())
+    assert rewards["dreamed_not_real"] == int((real != 1).sum()) and rewards["real_not_dreamed"] == int((real == -1).sum())
+    save_model(RewardHead(RewardConfig(frame_size=32)), world / "reward")
+    with pytest.raises(WmfastError, match="reads 32 px frames, the world makes 16 px"):
+        dream(_pong_policy(tmp_path / "pol"), world, steps=1)
+    assert dream(_pong_policy(tmp_path / "pol"), world_run, steps=1, out=str(tmp_path / "e.gif"))["rewards"] is None

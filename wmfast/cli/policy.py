@@ -89,3 +89,8 @@ def _dream(a):
               maskgit_steps=a.maskgit_steps)
     print(f"{r['gif']}: dreamed {len(r['psnr'])} steps, mean PSNR vs the real game {r['mean_psnr']:.2f} dB, "
           f"action agreement {r['action_agreement']:.2f}")
+    if r["rewards"] is not None:
+        w = r["rewards"]
+        print(f"rewards: dreamed return {w['dreamed_return']:g} vs real {w['real_return']:g}; "
+              f"{w['dreamed_not_real']} dreamed reward events the real game did not pay, "
+              f"{w['real_not_dreamed']} real ones the dream missed")

@@ -6,7 +6,10 @@
     horizon N); the world generates the next frame for it, and the real game takes the same action.
 
 Outputs: a GIF (real | dreamed), PSNR per step between the dreamed and the real frame, and how often
-the policy would have chosen the same action on the real frame as on the dreamed one.
+the policy would have chosen the same action on the real frame as on the dreamed one. When the world run
+has a reward head (`wmfast train reward`), also the rewards the dream pays (the head on each dreamed
+transition) beside those the real game paid for the same actions, and where they disagree: reward events
+dreamed but not real are what an agent trained in the dream would learn to chase.
 """
 import os
 
@@ -59,7 +62,9 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
     predict = predictor(policy)
     ex = ChunkExecutor(1, horizon)
     idx = np.arange(1)
+    reward_head = load_reward_head(world_run, S)
     real, dreamed, actions, psnr, agree = [context[-1]], [context[-1]], [], [], []
+    real_rewards, dreamed_rewards = [], []
     with torch.no_grad():
         for t in range(steps):
             probs = predict(dreamed[-1][None])
@@ -68,9 +73,11 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
             a = int(ex.act(idx)[0].argmax())
             agree.append(int(predict(real[-1][None])[0, 0].argmax()) == int(probs[0, 0].argmax()))
             frame = world.step(torch.tensor([a]), as_uint8=True)[0].cpu().numpy()      # [S, S, 3] uint8
-            game.step(a)
+            real_rewards.append(float(game.step(a)))
             real.append(game.render(S))
             dreamed.append(frame)
+            if reward_head is not None:
+                dreamed_rewards.append(dreamed_reward(reward_head, dreamed[-2], frame))
             actions.append(a)
             psnr.append(psnr_uint8(frame, real[-1]))
     out = out or os.path.join(policy_run, "dream.gif")
@@ -79,6 +86,37 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
               "horizon": horizon, "seed": seed, "frame_size": S, "context": C,
               "actions": [names[a] for a in actions], "psnr": psnr,
               "mean_psnr": float(np.mean([p for p in psnr if np.isfinite(p)] or [float("inf")])),
-              "action_agreement": float(np.mean(agree)), "gif": gif}
+              "action_agreement": float(np.mean(agree)), "gif": gif,
+              "rewards": reward_report(real_rewards, dreamed_rewards) if reward_head is not None else None}
     save_json(report, os.path.splitext(out)[0] + ".json")
     return report
+
+
+def load_reward_head(world_run, frame_size: int):
+    """The world run's reward head, or None when it has none."""
+    from wmfast.checkpoint import load_model
+
+    folder = os.path.join(os.fspath(world_run), "reward")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        return None
+    head = load_model(folder, "reward")
+    if head.config.frame_size != frame_size:
+        raise WmfastError(f"{folder}: the reward head reads {head.config.frame_size} px frames, the world makes "
+                          f"{frame_size} px; retrain it with `wmfast train reward --run {world_run}`")
+    return head
+
+
+def dreamed_reward(head, before: np.ndarray, after: np.ndarray) -> float:
+    """The head's most likely reward on one dreamed transition of uint8 [S, S, 3] frames."""
+    from wmfast.data.frames import to_model_frames
+
+    return float(head.predict(to_model_frames(before[None], head.config.frame_size),
+                              to_model_frames(after[None], head.config.frame_size))["value"][0])
+
+
+def reward_report(real: list, dreamed: list) -> dict:
+    """Per step the rewards paid in the real game and in the dream; events that only one of them had."""
+    r, d = np.asarray(real), np.asarray(dreamed)
+    return {"real": real, "dreamed": dreamed, "real_events": int((r != 0).sum()), "dreamed_events": int((d != 0).sum()),
+            "dreamed_not_real": int(((d != 0) & (d != r)).sum()), "real_not_dreamed": int(((r != 0) & (d != r)).sum()),
+            "real_return": float(r.sum()), "dreamed_return": float(d.sum())}
