@@ -16,12 +16,14 @@ def default_data() -> str:
 
 def train_world_model(run_dir: str, data: str, scale: float = 1.0, progress: bool = True) -> dict:
     """Train tokenizer, actions and dynamics with the demo recipe, then fit the action map (when the data
-    has game actions); returns each stage's final metrics. scale shortens every stage alike."""
+    has game actions) and the reward head (when it has rewards); returns each stage's final metrics.
+    scale shortens every stage alike."""
     from wmfast.models.action_map import FRAME_MAP_STEPS
     from wmfast.config import save_json
     from wmfast.data import load_dataset
     from wmfast.train import demo_recipe, train_stage
     from wmfast.train.action_map import train_action_map
+    from wmfast.train.reward import REWARD_STEPS, train_reward
 
     results = {}
     os.makedirs(run_dir, exist_ok=True)
@@ -34,11 +36,17 @@ def train_world_model(run_dir: str, data: str, scale: float = 1.0, progress: boo
         t0 = time.perf_counter()
         results[stage] = train_stage(stage, run_dir, data, train_cfg, model=model_over)
         results[stage]["seconds"] = time.perf_counter() - t0
-    if load_dataset(data).actions is not None:
+    ds = load_dataset(data)
+    if ds.actions is not None:
         t0 = time.perf_counter()
         steps = max(1, int(round(FRAME_MAP_STEPS * min(1.0, scale))))
         results["action_map"] = train_action_map(run_dir, data, steps=steps, progress=progress)
         results["action_map"]["seconds"] = time.perf_counter() - t0
+    if ds.rewards is not None and len(set(ds.rewards.tolist())) > 1:   # a reward to learn
+        t0 = time.perf_counter()
+        results["reward"] = train_reward(run_dir, data, steps=max(1, int(round(REWARD_STEPS * min(1.0, scale)))),
+                                         progress=progress)
+        results["reward"]["seconds"] = time.perf_counter() - t0
     return results
 
 

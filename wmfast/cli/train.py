@@ -102,7 +102,7 @@ def _train_reward(a):
     _refuse_world_model_options(a)
     report = train_reward(a.run, a.data, steps=REWARD_STEPS if a.steps is None else a.steps, seed=a.seed)
     report["held_out"] = held = evaluate_reward(a.run, a.data)
-    save_json(report, os.path.join(report["folder"], "report.json"))
+    save_json({k: v for k, v in report.items() if k != "folder"}, os.path.join(report["folder"], "report.json"))
     events = ", ".join(f"reward {v}: precision {fmt(e['precision'])} recall {fmt(e['recall'])} of {e['events']}"
                        for v, e in held["events"].items())
     print(f"reward head: {report['folder']} ({report['fit_transitions']} transitions of "

@@ -84,7 +84,8 @@ def evaluate_reward(run, data=None) -> dict:
     if data is None or isinstance(data, (str, os.PathLike)):
         data = resolve_run_data(run, data)
     ds = load_dataset(data, progress=False) if isinstance(data, (str, os.PathLike)) else data
+    spec = os.fspath(data) if isinstance(data, (str, os.PathLike)) else ds.source
     if ds.rewards is None:
         raise WmfastError(f"{ds.source}: the data records no rewards to score the reward head against")
     terminals = read_array(ds.source, "terminals") if os.path.isfile(ds.source) else None
-    return {"data": ds.source, **score_reward_head(head, ds, held_out_episodes(ds, run)[0], terminals)}
+    return {"data": spec, **score_reward_head(head, ds, held_out_episodes(ds, run)[0], terminals)}

@@ -75,6 +75,7 @@ def train_reward(run, data=None, steps: int = REWARD_STEPS, batch_size: int = 64
     if data is None or isinstance(data, (str, os.PathLike)):
         data = resolve_run_data(run, data)
     ds = load_dataset(data, progress=progress) if isinstance(data, (str, os.PathLike)) else data
+    spec = os.fspath(data) if isinstance(data, (str, os.PathLike)) else ds.source
     if ds.rewards is None:
         raise WmfastError(f"{ds.source}: the data records no rewards, so there is nothing to learn them from")
     held, _ = held_out_episodes(ds, run)
@@ -97,5 +98,5 @@ def train_reward(run, data=None, steps: int = REWARD_STEPS, batch_size: int = 64
     head.log_prior.copy_(torch.bincount(classes, minlength=len(values)).clamp(min=1).float().log())
     head.eval()
     folder = save_model(head, os.path.join(run, REWARD_FOLDER))
-    return {"folder": folder, "data": ds.source, "fit_episodes": len(train_eps), "fit_transitions": len(pairs),
+    return {"folder": folder, "data": spec, "fit_episodes": len(train_eps), "fit_transitions": len(pairs),
             "steps": steps, "seed": seed}
