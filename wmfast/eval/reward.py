@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from wmfast.data.frames import to_model_frames
-from wmfast.errors import WmfastError
 
 BATCH = 256
 BINS = 10
@@ -46,8 +45,7 @@ def expected_calibration_error(p: np.ndarray, hit: np.ndarray, bins: int = BINS)
 def score_reward_head(head, ds, episodes, terminals=None) -> dict:
     """Precision / recall per reward event, reward MAE and calibration on the given episodes."""
     t = ds.transitions(episodes)
-    frames = ds.frames if isinstance(ds.frames, np.ndarray) else ds.frames[:]
-    pred = predict_transitions(head, frames, t)
+    pred = predict_transitions(head, ds.load_into_memory().frames, t)
     values = np.asarray(head.config.reward_values, np.float64)
     true = ds.rewards[t].astype(np.float64)
     # a reward value the training episodes never paid counts as an event no class can detect (-1)
@@ -74,18 +72,10 @@ def evaluate_reward(run, data=None) -> dict:
     import os
 
     from wmfast.checkpoint import load_model
-    from wmfast.data import load_dataset
-    from wmfast.data.dataset import read_array
     from wmfast.latent_actions import held_out_episodes
-    from wmfast.run_data import resolve_run_data
+    from wmfast.train.reward import REWARD_FOLDER, load_reward_data
 
     run = os.fspath(run)
-    head = load_model(os.path.join(run, "reward"), "reward")
-    if data is None or isinstance(data, (str, os.PathLike)):
-        data = resolve_run_data(run, data)
-    ds = load_dataset(data, progress=False) if isinstance(data, (str, os.PathLike)) else data
-    spec = os.fspath(data) if isinstance(data, (str, os.PathLike)) else ds.source
-    if ds.rewards is None:
-        raise WmfastError(f"{ds.source}: the data records no rewards to score the reward head against")
-    terminals = read_array(ds.source, "terminals") if os.path.isfile(ds.source) else None
+    head = load_model(os.path.join(run, REWARD_FOLDER), "reward")
+    ds, spec, terminals = load_reward_data(run, data)
     return {"data": spec, **score_reward_head(head, ds, held_out_episodes(ds, run)[0], terminals)}

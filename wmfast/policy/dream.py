@@ -95,8 +95,9 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
 def load_reward_head(world_run, frame_size: int):
     """The world run's reward head, or None when it has none."""
     from wmfast.checkpoint import load_model
+    from wmfast.train.reward import REWARD_FOLDER
 
-    folder = os.path.join(os.fspath(world_run), "reward")
+    folder = os.path.join(os.fspath(world_run), REWARD_FOLDER)
     if not os.path.isfile(os.path.join(folder, "config.json")):
         return None
     head = load_model(folder, "reward")

@@ -61,39 +61,47 @@ def world_frame_size(run: str) -> int:
     return load_config(os.path.join(run, "tokenizer"), "tokenizer")[1].frame_size
 
 
-def train_reward(run, data=None, steps: int = REWARD_STEPS, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
-                 progress: bool = True) -> dict:
-    """Fit RUN/reward/ on the run's training episodes; -> what was fitted."""
+def load_reward_data(run: str, data, progress: bool = False) -> tuple:
+    """The run's data (or `data`: a spec or Dataset), in memory, with rewards -> (dataset, its spec,
+    terminals [N] bool or None when the file records none)."""
     from wmfast.data import load_dataset
-    from wmfast.latent_actions import held_out_episodes
     from wmfast.run_data import resolve_run_data
 
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise WmfastError(f"reward: --steps must be an integer >= 1, got {steps!r}")
-    run = os.fspath(run)
-    size = world_frame_size(run)
     if data is None or isinstance(data, (str, os.PathLike)):
         data = resolve_run_data(run, data)
     ds = load_dataset(data, progress=progress) if isinstance(data, (str, os.PathLike)) else data
     spec = os.fspath(data) if isinstance(data, (str, os.PathLike)) else ds.source
     if ds.rewards is None:
-        raise WmfastError(f"{ds.source}: the data records no rewards, so there is nothing to learn them from")
+        raise WmfastError(f"{ds.source}: the data records no rewards (the reward head learns and is scored on them)")
+    terminals = read_array(ds.source, "terminals") if os.path.isfile(ds.source) else None
+    return ds.load_into_memory(), spec, terminals
+
+
+def train_reward(run, data=None, steps: int = REWARD_STEPS, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+                 progress: bool = True) -> dict:
+    """Fit RUN/reward/ on the run's training episodes; -> what was fitted."""
+    from wmfast.latent_actions import held_out_episodes
+
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise WmfastError(f"reward: --steps must be an integer >= 1, got {steps!r}")
+    run = os.fspath(run)
+    size = world_frame_size(run)
+    ds, spec, terminals = load_reward_data(run, data, progress)
     held, _ = held_out_episodes(ds, run)
     train_eps = sorted(set(range(ds.n_episodes)) - set(held))
-    terminals = read_array(ds.source, "terminals") if os.path.isfile(ds.source) else None
-    values = sorted(float(v) for v in np.unique(ds.rewards[ds.transitions(train_eps)]))
+    t = ds.transitions(train_eps)
+    values = sorted(float(v) for v in np.unique(ds.rewards[t]))
     if len(values) < 2:
         raise WmfastError(f"{ds.source}: every training transition has reward {values[0] if values else 0}; "
                           f"nothing to predict")
     cfg = RewardConfig(frame_size=size, reward_values=values, terminal=terminals is not None)
-    pairs = torch.from_numpy(ds.transitions(train_eps))
-    classes = torch.from_numpy(np.searchsorted(values, ds.rewards[pairs.numpy()]))
-    ends = torch.from_numpy(np.asarray(terminals)[pairs.numpy() + 1]) if terminals is not None else None
+    pairs = torch.from_numpy(t)
+    classes = torch.from_numpy(np.searchsorted(values, ds.rewards[t]))
+    ends = torch.from_numpy(np.asarray(terminals)[t + 1]) if terminals is not None else None
     with torch.random.fork_rng(devices=[]):   # a seeded init that leaves the caller's RNG alone
         torch.manual_seed(seed)
         head = RewardHead(cfg)
-    frames = ds.frames if isinstance(ds.frames, np.ndarray) else ds.frames[:]
-    stage = RewardStage(head, frames, pairs, classes, ends, batch_size, torch.Generator().manual_seed(seed))
+    stage = RewardStage(head, ds.frames, pairs, classes, ends, batch_size, torch.Generator().manual_seed(seed))
     Loop(stage, optimizer(head, lr, kind="adam")).run(steps, progress=progress, desc="train reward")
     head.log_prior.copy_(torch.bincount(classes, minlength=len(values)).clamp(min=1).float().log())
     head.eval()
