@@ -1,10 +1,11 @@
-"""`wmfast policy train|eval|dream`: thin wrappers over wmfast.policy."""
+"""`wmfast policy train|imagine|eval|dream`: thin wrappers over wmfast.policy."""
 from wmfast.cli.common import deprecated_alias, device_name, nonneg_int, number, positive_float, positive_int, \
     positive_int_list
+from wmfast.errors import WmfastError
 
 
 def add_commands(sub):
-    pol = sub.add_parser("policy", help="image -> action-chunk policies (BC, chunk MLP, ACT): train, eval, dream")
+    pol = sub.add_parser("policy", help="image -> action-chunk policies (BC, chunk MLP, ACT): train, imagine, eval, dream")
     cmds = pol.add_subparsers(dest="policy_command", required=True)
     p = cmds.add_parser("train", help="train on expert data + DAgger rounds (the ACT recipe by default)")
     p.add_argument("--kind", choices=["bc", "chunk", "act"], default="act", help="policy architecture")
@@ -32,6 +33,25 @@ def add_commands(sub):
     p.add_argument("--device", type=device_name, default="auto", help="auto (cuda when available), cpu or cuda")
     p.set_defaults(func=_train)
 
+    p = cmds.add_parser("imagine", help="actor-critic trained inside a world model's dream (or, --env game, "
+                                        "in the real embedded game: the upper bound)")
+    p.add_argument("--world", required=True, help="a world-model run with action_map.json and reward/ "
+                                                  "(`wmfast train reward`)")
+    p.add_argument("--run", required=True, help="policy run directory to write (or resume)")
+    p.add_argument("--kind", choices=["bc", "chunk", "act"], default="bc",
+                   help="the actor: bc (one action per frame), chunk or act (--chunk actions per frame, open loop)")
+    p.add_argument("--chunk", type=positive_int, default=4, help="chunk / act: actions per decision")
+    p.add_argument("--env", choices=["dream", "game"], default="dream", help="where the agent acts")
+    p.add_argument("--iterations", type=positive_int, default=200, help="optimizer steps, one batch of rollouts each")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="rollouts per step (World batch)")
+    p.add_argument("--horizon", type=positive_int, default=16, help="steps per imagined rollout")
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--entropy", type=number(float, 0), default=3e-3, help="entropy bonus weight")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from RUN/train_state.pt")
+    p.add_argument("--threads", type=nonneg_int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_imagine)
+
     p = cmds.add_parser("eval", help="play held-out episodes per actions-per-inference horizon; table, plot, GIFs")
     p.add_argument("--run", required=True, help="a policy run directory")
     p.add_argument("--episodes", type=positive_int, default=100)
@@ -43,6 +63,9 @@ def add_commands(sub):
     deprecated_alias(p, "--steps", "--episode-steps")
     p.add_argument("--json", default=None, help="also write the report here")
     p.add_argument("--out", default=None, help="folder for eval.json, eval.png and GIFs (default RUN/eval)")
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN",
+                   help="discrete games: also play another policy run on the same seeds, reported as NAME "
+                        "(repeatable; e.g. bc-on-labels=RUN, real-actor-critic=RUN)")
     p.set_defaults(func=_eval)
 
     p = cmds.add_parser("dream", help="run a policy on a world model's frames, beside the real game (GIF + PSNR)")
@@ -74,11 +97,32 @@ def _train(a):
           f"{s['seconds']:.0f} s, val_loss {s['val_loss']:.4g}")
 
 
+def _imagine(a):
+    from wmfast.policy.imagine import ImagineConfig, imagine
+
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    cfg = ImagineConfig(kind=a.kind, chunk=a.chunk, env=a.env, iterations=a.iterations, batch_size=a.batch_size,
+                        horizon=a.horizon, lr=a.lr, entropy=a.entropy, seed=a.seed)
+    s = imagine(a.run, a.world, cfg, resume=a.resume)
+    print(f"{a.run}: {s['kind']} actor-critic, {s['params']:,} params, {s['iterations']} iterations, "
+          f"{s['env_steps']:,} {'imagined' if s['env'] == 'dream' else 'real'} steps, {s['seconds']:.0f} s; "
+          f"the action map used {s['action_map_labels']} labelled transitions")
+
+
 def _eval(a):
     from wmfast.policy.evaluate import evaluate_policy, format_table
 
+    baselines = {}
+    for item in a.baseline:
+        name, sep, run = item.partition("=")
+        if not sep or not name or not run:
+            raise WmfastError(f"--baseline must be NAME=RUN, got {item!r}")
+        baselines[name] = run
     report = evaluate_policy(a.run, a.episodes, ",".join(map(str, a.horizon)), a.seed, a.json, a.ensemble, a.out,
-                             steps=a.episode_steps)
+                             steps=a.episode_steps, baselines=baselines)
     print(format_table(report))
 
 

@@ -67,6 +67,8 @@ POLICY_KINDS = ("bc", "chunk", "act")   # registry kinds too: config.json "kind"
 class PolicyConfig(Config):
     kind: str = "act"                 # bc | chunk | act
     frame_size: int = 128             # square input frames (a multiple of 8)
+    render_size: int = 0              # embedded games: rendered at this size, then area-resized to frame_size,
+    # as a world model's data was made (a policy trained in its dream sees such frames); 0: frame_size
     chunk: int = 8                    # actions per prediction (bc: 1)
     action_space: str = "continuous"  # continuous (regression, MSE) | discrete (classification, cross-entropy)
     action_dim: int = 2               # continuous: numbers per action

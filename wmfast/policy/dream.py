@@ -29,6 +29,7 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
           maskgit_steps: int = 4, world=None) -> dict:
     """Run the policy in the world model and in the real game with the same actions. Returns the report
     (psnr [steps], mean_psnr, actions, action_agreement, gif) and writes it beside the GIF as JSON."""
+    from wmfast.data.frames import resize_uint8
     from wmfast.data.games import GAMES, make_game
     from wmfast.policy.evaluate import ChunkExecutor, predictor
     from wmfast.checkpoint import load_policy
@@ -54,10 +55,12 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
     S, C = world.frame_size, world.C
 
     game = make_game(cfg.game, seed)
-    context = [game.render(S)]
+    # Real frames made as the policy's (and its world's) data were: rendered at render_size, area-resized.
+    render = lambda: resize_uint8(game.render(cfg.render_size or S)[None], S)[0]   # noqa: E731
+    context = [render()]
     for _ in range(C - 1):                      # the real game's first frames are the shared start
         game.step(game.policy())
-        context.append(game.render(S))
+        context.append(render())
     world.reset(np.stack(context)[None])
     predict = predictor(policy)
     ex = ChunkExecutor(1, horizon)
@@ -74,7 +77,7 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
             agree.append(int(predict(real[-1][None])[0, 0].argmax()) == int(probs[0, 0].argmax()))
             frame = world.step(torch.tensor([a]), as_uint8=True)[0].cpu().numpy()      # [S, S, 3] uint8
             real_rewards.append(float(game.step(a)))
-            real.append(game.render(S))
+            real.append(render())
             dreamed.append(frame)
             if reward_head is not None:
                 dreamed_rewards.append(dreamed_reward(reward_head, dreamed[-2], frame))

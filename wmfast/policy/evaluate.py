@@ -259,12 +259,15 @@ def parse_horizons(text, chunk: int):
 
 
 def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 1000, json_path=None,
-                    ensemble: bool = False, out_dir=None, gifs: int = 4, steps: int = 1000, progress: bool = True) -> dict:
+                    ensemble: bool = False, out_dir=None, gifs: int = 4, steps: int = 1000, progress: bool = True,
+                    baselines: dict = None) -> dict:
     """Evaluate a trained policy by playing its game on held-out episodes, once per horizon.
 
     reach: success rate, steps to reach, pauses per horizon (and temporal ensembling with ensemble=True),
     beside the scripted expert on the same episodes;
-    discrete games: score per 100 steps per horizon, with random and scripted baselines.
+    discrete games: score per 100 steps per horizon, with random and scripted baselines, and each policy
+    run in `baselines` ({name: run dir}, e.g. BC on the action map's labels, the actor-critic trained on
+    the real game) played on the same seeds at its own chunk as horizon.
     Writes OUT/eval.json (and json_path), OUT/eval.png and one GIF per horizon; returns the report.
     """
     from wmfast.checkpoint import load_policy
@@ -300,7 +303,7 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
             raise WmfastError(f"{run_dir}: policy trained on {cfg.game or 'unknown data'!r}; evaluation by playing "
                               f"needs an embedded game ({', '.join(sorted(GAMES))})")
         seeds = [int(s) for s in np.random.SeedSequence([seed, 7]).generate_state(episodes)]
-        size = cfg.frame_size
+        size = cfg.render_size or cfg.frame_size   # the predictor area-resizes to frame_size
         for h, ens in bar:
             out = play_discrete(cfg.game, policy_chooser(predict, episodes, h, ens), seeds, steps, size, record=gifs)
             report["results"].append({"horizon": "ensemble" if ens else h, "executed_horizon": min(h, cfg.chunk),
@@ -308,15 +311,17 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
             _write_gif(out["frames"][:2], os.path.join(out_dir, f"{cfg.game}_{h if not ens else 'ensemble'}.gif"),
                        max_frames=200)
         # Baselines play the same seeds for the same number of steps (the policy only changes the actions).
-        baselines = {"random": random_chooser(len(cfg.action_names) or cfg.num_actions, seed),
-                     "scripted": scripted_chooser}
+        choosers = {"random": random_chooser(len(cfg.action_names) or cfg.num_actions, seed),
+                    "scripted": scripted_chooser}
+        for name, other in (baselines or {}).items():
+            choosers[name] = _baseline_chooser(other, cfg, episodes)
         if cfg.teacher:
             from wmfast.policy.teachers import get_teacher
 
             teacher = get_teacher(cfg.game, cfg.teacher)
-            baselines[f"teacher ({cfg.teacher})"] = lambda games, frames: [teacher(g) for g in games]
+            choosers[f"teacher ({cfg.teacher})"] = lambda games, frames: [teacher(g) for g in games]
         report["baselines"] = {}
-        for name, choose in baselines.items():
+        for name, choose in choosers.items():
             out = play_discrete(cfg.game, choose, seeds, steps, size)
             report["baselines"][name] = score_discrete(cfg.game, out["rewards"], out["hits"])
         report["steps_per_episode"] = steps
@@ -330,6 +335,21 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
         save_json(report, json_path)
     plot_eval(report, os.path.join(out_dir, "eval.png"))
     return report
+
+
+def _baseline_chooser(run_dir, cfg, episodes: int):
+    """Another policy run of the same game and actions as a baseline: it plays at its own chunk as horizon
+    and sees frames made its own way (render size, then area-resized to its frame size)."""
+    from wmfast.checkpoint import load_policy
+    from wmfast.data.frames import resize_uint8
+
+    other = load_policy(run_dir)
+    oc = other.config
+    if oc.game != cfg.game or tuple(oc.action_names) != tuple(cfg.action_names):
+        raise WmfastError(f"baseline {run_dir} plays {oc.game!r} with {list(oc.action_names)}, not {cfg.game!r} with "
+                          f"{list(cfg.action_names)}")
+    choose, size = policy_chooser(predictor(other), episodes, oc.chunk), oc.render_size or oc.frame_size
+    return lambda games, frames: choose(games, resize_uint8(np.stack([g.render(size) for g in games]), oc.frame_size))
 
 
 def _write_gif(videos, path, fps: int = 10, max_frames: int = None):

@@ -152,7 +152,8 @@ def reach_expert_samples(spec, n: int, k: int, size: int, seed: int, progress: b
 
 
 def discrete_episodes(spec, size: int, progress: bool):
-    """A dataset with action ids -> (episodes [(frames, actions)], action names, game name)."""
+    """A dataset with action ids -> (episodes [(frames, actions)] at `size`, action names, game name, the
+    size the data's frames were made at: an embedded game's policy sees its renders resized the same way)."""
     from wmfast.data import load_dataset
     from wmfast.data.frames import resize_uint8
 
@@ -160,10 +161,11 @@ def discrete_episodes(spec, size: int, progress: bool):
     if ds.actions is None or (ds.actions >= 0).sum() == 0:
         raise WmfastError(f"{spec}: the dataset has no actions to imitate")
     frames = np.asarray(ds.frames[:])
+    made_at = frames.shape[1]
     if frames.shape[1] != size or frames.shape[2] != size:
         frames = resize_uint8(frames, size)
     eps = [(frames[s:e], ds.actions[s:e]) for s, e in ds.episodes]
-    return eps, ds.action_names, ds.meta.get("game", "")
+    return eps, ds.action_names, ds.meta.get("game", ""), made_at
 
 
 # ---------------------------------------------------------------- training
@@ -311,9 +313,10 @@ def train_policy(run_dir, cfg: PolicyTrainConfig = None, progress: bool = True) 
         pcfg = PolicyConfig(kind=cfg.kind, frame_size=size, chunk=k, action_space="discrete", num_actions=len(names),
                             action_names=tuple(names), game=teacher_game, teacher=cfg.teacher)
     else:
-        episodes, names, game = discrete_episodes(cfg.data, size, progress)
+        episodes, names, game, made_at = discrete_episodes(cfg.data, size, progress)
         pcfg = PolicyConfig(kind=cfg.kind, frame_size=size, chunk=k, action_space="discrete",
-                            num_actions=len(names), action_names=tuple(names), game=game)
+                            num_actions=len(names), action_names=tuple(names), game=game,
+                            render_size=made_at if made_at != size else 0)
     # Hold out whole expert episodes for the validation loss.
     order = rng.permutation(len(episodes))
     n_val = min(len(episodes) - 1, math.ceil(cfg.val_fraction * len(episodes))) if cfg.val_fraction > 0 else 0

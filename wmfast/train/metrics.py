@@ -100,10 +100,11 @@ def plot_curves(metrics_path, png_path, title: str = ""):
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.6 * nrows), squeeze=False)
     steps = [r["step"] for r in rows]
     for ax, key in zip(axes.flat, keys):
-        ax.plot(steps, [r.get(key, float("nan")) for r in rows])
+        values = [r.get(key, float("nan")) for r in rows]
+        ax.plot(steps, values)
         ax.set_title(key, fontsize=9)
         ax.tick_params(labelsize=7)
-        if key in ("loss", "lr", "grad_norm", "recon_loss"):
+        if key in ("loss", "lr", "grad_norm", "recon_loss") and min(values) > 0:   # (an actor-critic's loss is not)
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
