@@ -87,7 +87,7 @@ def test_actor_critic_learns_a_known_mdp_rendered_as_frames(tmp_path, kind, chun
 def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
     from wmfast.checkpoint import read_safetensors
 
-    cfg = ImagineConfig(iterations=6, batch_size=8, horizon=4, save_every=3)
+    cfg = ImagineConfig(iterations=6, batch_size=8, horizon=4, save_every=3, updates_per_batch=1, segments=1)
     fit_actor_critic(tmp_path / "whole", LightMDP(), light_policy(), cfg, progress=False)
     fit_actor_critic(tmp_path / "parts", LightMDP(), light_policy(), ImagineConfig(**{**cfg.to_dict(), "iterations": 3}),
                      progress=False)

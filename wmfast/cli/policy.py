@@ -66,6 +66,8 @@ def add_commands(sub):
     p.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN",
                    help="discrete games: also play another policy run on the same seeds, reported as NAME "
                         "(repeatable; e.g. bc-on-labels=RUN, real-actor-critic=RUN)")
+    p.add_argument("--sample", action="store_true", help="discrete policies draw actions from their probabilities "
+                                                         "(seeded) instead of the most likely (actor-critic policies)")
     p.set_defaults(func=_eval)
 
     p = cmds.add_parser("dream", help="run a policy on a world model's frames, beside the real game (GIF + PSNR)")
@@ -122,7 +124,7 @@ def _eval(a):
             raise WmfastError(f"--baseline must be NAME=RUN, got {item!r}")
         baselines[name] = run
     report = evaluate_policy(a.run, a.episodes, ",".join(map(str, a.horizon)), a.seed, a.json, a.ensemble, a.out,
-                             steps=a.episode_steps, baselines=baselines)
+                             steps=a.episode_steps, baselines=baselines, sample=a.sample)
     print(format_table(report))
 
 

@@ -209,15 +209,22 @@ def play_discrete(game_name: str, choose, seeds, steps: int, size: int, record: 
     return out
 
 
-def policy_chooser(predict, n: int, horizon: int, ensemble: bool = False):
+def policy_chooser(predict, n: int, horizon: int, ensemble: bool = False, sample_seed: int = None):
+    """Game action ids from a discrete policy: its most likely action, or with sample_seed a draw from its
+    probabilities (an actor-critic's policy is stochastic: the greedy one can cycle between two cells)."""
     ex = ChunkExecutor(n, horizon, ensemble)
     idx = np.arange(n)
+    rng = np.random.default_rng(sample_seed) if sample_seed is not None else None
 
     def choose(games, frames):
         need = ex.needs_plan()
         if need.any():
             ex.plan(idx[need], predict(frames[need]))
-        return ex.act(idx).argmax(-1)
+        probs = ex.act(idx)
+        if rng is None:
+            return probs.argmax(-1)
+        cum = np.cumsum(probs / probs.sum(-1, keepdims=True), -1)
+        return np.minimum((cum < rng.random((len(probs), 1))).sum(-1), probs.shape[-1] - 1)
 
     return choose
 
@@ -260,14 +267,15 @@ def parse_horizons(text, chunk: int):
 
 def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 1000, json_path=None,
                     ensemble: bool = False, out_dir=None, gifs: int = 4, steps: int = 1000, progress: bool = True,
-                    baselines: dict = None) -> dict:
+                    baselines: dict = None, sample: bool = False) -> dict:
     """Evaluate a trained policy by playing its game on held-out episodes, once per horizon.
 
     reach: success rate, steps to reach, pauses per horizon (and temporal ensembling with ensemble=True),
     beside the scripted expert on the same episodes;
     discrete games: score per 100 steps per horizon, with random and scripted baselines, and each policy
     run in `baselines` ({name: run dir}, e.g. BC on the action map's labels, the actor-critic trained on
-    the real game) played on the same seeds at its own chunk as horizon.
+    the real game) played on the same seeds at its own chunk as horizon. sample: discrete policies draw
+    their actions from their probabilities (seeded by `seed`) instead of taking the most likely.
     Writes OUT/eval.json (and json_path), OUT/eval.png and one GIF per horizon; returns the report.
     """
     from wmfast.checkpoint import load_policy
@@ -283,7 +291,7 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
     predict = predictor(model)
     torch.manual_seed(seed)
     report = {"policy": cfg.kind, "params": count_params(model), "game": cfg.game, "chunk": cfg.chunk,
-              "episodes": episodes, "seed": seed, "results": []}
+              "episodes": episodes, "seed": seed, "sampled": bool(sample), "results": []}
     modes = [(h, False) for h in hs] + ([(1, True)] if ensemble else [])
     bar = tqdm(modes, desc=f"eval {cfg.kind}", unit="horizon", disable=not progress)
     if cfg.game == "reach":
@@ -305,7 +313,8 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
         seeds = [int(s) for s in np.random.SeedSequence([seed, 7]).generate_state(episodes)]
         size = cfg.render_size or cfg.frame_size   # the predictor area-resizes to frame_size
         for h, ens in bar:
-            out = play_discrete(cfg.game, policy_chooser(predict, episodes, h, ens), seeds, steps, size, record=gifs)
+            out = play_discrete(cfg.game, policy_chooser(predict, episodes, h, ens, seed if sample else None), seeds,
+                                steps, size, record=gifs)
             report["results"].append({"horizon": "ensemble" if ens else h, "executed_horizon": min(h, cfg.chunk),
                                       **score_discrete(cfg.game, out["rewards"], out["hits"])})
             _write_gif(out["frames"][:2], os.path.join(out_dir, f"{cfg.game}_{h if not ens else 'ensemble'}.gif"),
@@ -314,7 +323,7 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
         choosers = {"random": random_chooser(len(cfg.action_names) or cfg.num_actions, seed),
                     "scripted": scripted_chooser}
         for name, other in (baselines or {}).items():
-            choosers[name] = _baseline_chooser(other, cfg, episodes)
+            choosers[name] = _baseline_chooser(other, cfg, episodes, seed if sample else None)
         if cfg.teacher:
             from wmfast.policy.teachers import get_teacher
 
@@ -337,7 +346,7 @@ def evaluate_policy(run_dir, episodes: int = 100, horizons="8,4,2", seed: int = 
     return report
 
 
-def _baseline_chooser(run_dir, cfg, episodes: int):
+def _baseline_chooser(run_dir, cfg, episodes: int, sample_seed: int = None):
     """Another policy run of the same game and actions as a baseline: it plays at its own chunk as horizon
     and sees frames made its own way (render size, then area-resized to its frame size)."""
     from wmfast.checkpoint import load_policy
@@ -348,7 +357,8 @@ def _baseline_chooser(run_dir, cfg, episodes: int):
     if oc.game != cfg.game or tuple(oc.action_names) != tuple(cfg.action_names):
         raise WmfastError(f"baseline {run_dir} plays {oc.game!r} with {list(oc.action_names)}, not {cfg.game!r} with "
                           f"{list(cfg.action_names)}")
-    choose, size = policy_chooser(predictor(other), episodes, oc.chunk), oc.render_size or oc.frame_size
+    choose = policy_chooser(predictor(other), episodes, oc.chunk, sample_seed=sample_seed)
+    size = oc.render_size or oc.frame_size
     return lambda games, frames: choose(games, resize_uint8(np.stack([g.render(size) for g in games]), oc.frame_size))
 
 

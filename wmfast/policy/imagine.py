@@ -2,14 +2,18 @@
 
     wmfast policy imagine --world RUN --run OUT --kind act
 
-Each optimizer step:
-    B real start windows (C frames each) from the world run's training episodes
+Each batch of rollouts:
+    B dreams, each started from a real window (C frames) of the world run's training episodes and
+    going on for `segments` batches (so the agent also learns the states its own play leads to, far
+    from where the data's scripted policy went)
     -> the World (fast mode, game actions through its action map) plays the actor's actions for
        `horizon` steps; the run's reward head (`wmfast train reward`) pays each dreamed transition its
        expected reward and, where the game has episode ends, the chance the episode goes on
     -> lambda-returns bootstrapped from a slow target critic, advantages scaled by the running spread
        (5th to 95th percentile) of the returns, as in DreamerV3
-    -> actor: REINFORCE on the advantages plus an entropy bonus; critic: regression to the returns.
+    -> `updates_per_batch` optimizer steps on it: actor: policy gradient on the advantages (the ratio to
+       the policy that acted clipped, as in PPO, once the batch is reused) plus an entropy bonus;
+       critic: regression to the returns.
 
 The actor is one of the policy kinds (models/policy.py). A chunk policy (chunk, act) is trained as it
 is played: it predicts K actions from one frame and all K run open loop, so a decision is a chunk,
@@ -49,6 +53,7 @@ class ImagineConfig(Config):
     env: str = "dream"            # dream: the world model; game: the real embedded game (the upper bound)
     iterations: int = 400         # optimizer steps
     updates_per_batch: int = dataclasses.field(default=4, metadata={"rule": Range(1)})   # steps per batch of rollouts
+    segments: int = dataclasses.field(default=8, metadata={"rule": Range(1)})   # batches one dream goes on for
     clip: float = dataclasses.field(default=0.2, metadata={"rule": Range(0, lo_open=True)})  # ratio clip on reuse
     batch_size: int = dataclasses.field(default=64, metadata={"rule": Range(1)})
     horizon: int = dataclasses.field(default=16, metadata={"rule": Range(1)})   # env steps per rollout
@@ -61,7 +66,7 @@ class ImagineConfig(Config):
     norm_decay: float = dataclasses.field(default=0.99, metadata={"rule": Range(0, 1)})     # return spread (EMA)
     maskgit_steps: int = 1        # the World's fast mode, as `serve` plays it
     seed: int = 0
-    save_every: int = 50
+    save_every: int = 64
 
 
 # ---------------------------------------------------------------- environments
@@ -199,6 +204,7 @@ class ImagineStage(Stage):
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.spread = torch.tensor(1.0)   # running 95th - 5th percentile of the returns (DreamerV3)
         self.rollout, self.frames_per_s = None, 0.0
+        self.last, self.segments_left = None, 0   # where the dream stands; batches before new start windows
 
     def batch(self, step):
         if step % self.cfg.updates_per_batch == 0 or self.rollout is None:
@@ -212,7 +218,10 @@ class ImagineStage(Stage):
         the rewards paid per step [D*K, B]."""
         cfg, K, B = self.cfg, self.K, self.cfg.batch_size
         t0 = time.perf_counter()
-        obs = [self.env.start(B, self.rng)]
+        if self.segments_left == 0 or self.last is None:
+            self.last, self.segments_left = self.env.start(B, self.rng), cfg.segments
+        self.segments_left -= 1
+        obs = [self.last]
         actions, logps, rewards, discounts, paid = [], [], [], [], []
         self.model.eval()
         for _ in range(self.decisions):
@@ -229,6 +238,7 @@ class ImagineStage(Stage):
             logps.append(logp.gather(-1, a[..., None])[..., 0].sum(-1))
             rewards.append(r_sum)
             discounts.append(disc)
+        self.last = obs[-1]
         obs = torch.from_numpy(np.stack(obs))
         D = len(actions)
         value = self.model.target(to_input(obs.flatten(0, 1))).view(D + 1, B)
@@ -271,6 +281,9 @@ class ImagineStage(Stage):
                 "rollout": self.rollout}   # a batch still being reused goes on being reused after a resume
 
     def load_state(self, state):
+        # The environment's own state (the World's caches) is not saved: a resumed run starts a new dream,
+        # so it matches an uninterrupted one when saved at the end of a dream (save_every: a multiple of
+        # updates_per_batch * segments, as by default).
         set_rng_state(self.rng, state["rng"])
         self.gen.set_state(state["sampler"])
         self.spread, self.rollout = state["spread"], state["rollout"]
