@@ -80,6 +80,7 @@ def add_commands(sub):
     p.add_argument("--mode", choices=["compat", "fast"], default="fast", help="World mode of the dream rollout")
     p.add_argument("--maskgit-steps", type=positive_int, default=4, help="MaskGIT steps per dreamed frame")
     p.add_argument("--out", default=None, help="GIF path (default POLICY/dream.gif); a JSON lands beside it")
+    p.add_argument("--sample", action="store_true", help="draw actions from the policy's probabilities (seeded)")
     p.set_defaults(func=_dream)
 
 
@@ -132,7 +133,7 @@ def _dream(a):
     from wmfast.policy.dream import dream
 
     r = dream(a.policy, a.world, steps=a.frames, horizon=a.horizon, seed=a.seed, out=a.out, mode=a.mode,
-              maskgit_steps=a.maskgit_steps)
+              maskgit_steps=a.maskgit_steps, sample=a.sample)
     print(f"{r['gif']}: dreamed {len(r['psnr'])} steps, mean PSNR vs the real game {r['mean_psnr']:.2f} dB, "
           f"action agreement {r['action_agreement']:.2f}")
     if r["rewards"] is not None:

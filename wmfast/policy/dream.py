@@ -26,8 +26,9 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 0, out=None, mode: str = "fast",
-          maskgit_steps: int = 4, world=None) -> dict:
-    """Run the policy in the world model and in the real game with the same actions. Returns the report
+          maskgit_steps: int = 4, world=None, sample: bool = False) -> dict:
+    """Run the policy in the world model and in the real game with the same actions (its most likely ones,
+    or with sample=True draws from its probabilities, seeded by `seed`). Returns the report
     (psnr [steps], mean_psnr, actions, action_agreement, gif) and writes it beside the GIF as JSON."""
     from wmfast.data.frames import resize_uint8
     from wmfast.data.games import GAMES, make_game
@@ -65,6 +66,7 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
     predict = predictor(policy)
     ex = ChunkExecutor(1, horizon)
     idx = np.arange(1)
+    rng = np.random.default_rng(seed)
     reward_head = load_reward_head(world_run, S)
     real, dreamed, actions, psnr, agree = [context[-1]], [context[-1]], [], [], []
     real_rewards, dreamed_rewards = [], []
@@ -73,7 +75,8 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
             probs = predict(dreamed[-1][None])
             if ex.needs_plan()[0]:
                 ex.plan(idx, probs)
-            a = int(ex.act(idx)[0].argmax())
+            p = ex.act(idx)[0]
+            a = int(rng.choice(len(p), p=p / p.sum())) if sample else int(p.argmax())
             agree.append(int(predict(real[-1][None])[0, 0].argmax()) == int(probs[0, 0].argmax()))
             frame = world.step(torch.tensor([a]), as_uint8=True)[0].cpu().numpy()      # [S, S, 3] uint8
             real_rewards.append(float(game.step(a)))
@@ -86,7 +89,7 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
     out = out or os.path.join(policy_run, "dream.gif")
     gif = write_video(side_by_side(np.stack(real), np.stack(dreamed)), out, fps=6, scale=max(1, 128 // S))
     report = {"policy": os.fspath(policy_run), "world": os.fspath(world_run), "game": cfg.game, "steps": steps,
-              "horizon": horizon, "seed": seed, "frame_size": S, "context": C,
+              "horizon": horizon, "seed": seed, "sampled": bool(sample), "frame_size": S, "context": C,
               "actions": [names[a] for a in actions], "psnr": psnr,
               "mean_psnr": float(np.mean([p for p in psnr if np.isfinite(p)] or [float("inf")])),
               "action_agreement": float(np.mean(agree)), "gif": gif,
