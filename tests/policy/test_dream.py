@@ -8,7 +8,6 @@ import pytest
 from wmfast.checkpoint import save_model
 from wmfast.cli import main
 from wmfast.errors import WmfastError
-from wmfast.checkpoint import save_model
 from wmfast.policy import PolicyConfig, build_policy
 from wmfast.policy.dream import dream, psnr_uint8
 from wmfast.rollout.shapes import random_world_model
@@ -85,3 +84,36 @@ def test_dream_reports_reward_events_the_dream_pays_but_the_game_does_not(world_
     with pytest.raises(WmfastError, match="reads 32 px frames, the world makes 16 px"):
         dream(_pong_policy(tmp_path / "pol"), world, steps=1)
     assert dream(_pong_policy(tmp_path / "pol"), world_run, steps=1, out=str(tmp_path / "e.gif"))["rewards"] is None
+    per = report["per_action"]
+    assert sum(r["steps"] for r in per.values()) == 6 and all(0 <= r["differs"] <= 1 for r in per.values())
+    # the head pays a point on every one-step guess too, so only the game's won points are not lies
+    assert sum(r["reward_not_real"] for r in per.values()) == int((real != 1).sum())
+
+
+def test_one_step_guesses_leave_the_dream_where_it_was():
+    """per_action's one-step guesses reset the same World on the real frames: the dream must go on
+    exactly as if they had not been made."""
+    import torch
+
+    from wmfast.data.frames import resize_uint8
+    from wmfast.data.games import make_game
+    from wmfast.policy.dream import one_step_guess
+    from wmfast.rollout.world import World
+
+    game = make_game("maze", 3)
+    frames = [game.render(64)]
+    for _ in range(7):
+        game.step(game.policy())
+        frames.append(game.render(64))
+    frames = resize_uint8(np.stack(frames), 32)
+    runs = []
+    for guess in (False, True):
+        world = World.load("wmfast/assets/pretrained/maze", mode="fast", steps=1, actions="game", seed=0)
+        world.reset(frames[None, :4])
+        out = [world.step(torch.tensor([1]), as_uint8=True)]
+        if guess:
+            other = one_step_guess(world, frames[4:8], 2)
+            assert other.shape == (32, 32, 3)
+        out += [world.step(torch.tensor([a]), as_uint8=True) for a in (4, 2, 3)]
+        runs.append(torch.stack(out))
+    assert torch.equal(runs[0], runs[1])

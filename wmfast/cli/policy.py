@@ -136,6 +136,8 @@ def _dream(a):
               maskgit_steps=a.maskgit_steps, sample=a.sample)
     print(f"{r['gif']}: dreamed {len(r['psnr'])} steps, mean PSNR vs the real game {r['mean_psnr']:.2f} dB, "
           f"action agreement {r['action_agreement']:.2f}")
+    per = ", ".join(f"{name} {row['differs']:.0%} of {row['steps']}" for name, row in r["per_action"].items())
+    print(f"one step from the real frames, the World makes something else than the game for: {per}")
     if r["rewards"] is not None:
         w = r["rewards"]
         print(f"rewards: dreamed return {w['dreamed_return']:g} vs real {w['real_return']:g}; "

@@ -9,7 +9,9 @@ Outputs: a GIF (real | dreamed), PSNR per step between the dreamed and the real 
 the policy would have chosen the same action on the real frame as on the dreamed one. When the world run
 has a reward head (`wmfast train reward`), also the rewards the dream pays (the head on each dreamed
 transition) beside those the real game paid for the same actions, and where they disagree: reward events
-dreamed but not real are what an agent trained in the dream would learn to chase.
+dreamed but not real are what an agent trained in the dream would learn to chase. Per game action
+(`per_action`): the World's one-step guess from the real game's own last frames (so no drift) beside
+what the game did: how often it differs (PSNR < DIFFERS_DB) and the reward events only one of them had.
 """
 import os
 
@@ -70,6 +72,8 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
     reward_head = load_reward_head(world_run, S)
     real, dreamed, actions, psnr, agree = [context[-1]], [context[-1]], [], [], []
     real_rewards, dreamed_rewards = [], []
+    window = list(context)                      # the real game's last C frames
+    one_step = []                               # (one-step PSNR, one-step reward) per step
     with torch.no_grad():
         for t in range(steps):
             probs = predict(dreamed[-1][None])
@@ -78,9 +82,13 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
             p = ex.act(idx)[0]
             a = int(rng.choice(len(p), p=p / p.sum())) if sample else int(p.argmax())
             agree.append(int(predict(real[-1][None])[0, 0].argmax()) == int(probs[0, 0].argmax()))
+            guess = one_step_guess(world, np.stack(window[-C:]), a)
             frame = world.step(torch.tensor([a]), as_uint8=True)[0].cpu().numpy()      # [S, S, 3] uint8
             real_rewards.append(float(game.step(a)))
             real.append(render())
+            window.append(real[-1])
+            one_step.append((psnr_uint8(guess, real[-1]),
+                             dreamed_reward(reward_head, real[-2], guess) if reward_head is not None else None))
             dreamed.append(frame)
             if reward_head is not None:
                 dreamed_rewards.append(dreamed_reward(reward_head, dreamed[-2], frame))
@@ -93,9 +101,43 @@ def dream(policy_run, world_run, steps: int = 32, horizon: int = 2, seed: int = 
               "actions": [names[a] for a in actions], "psnr": psnr,
               "mean_psnr": float(np.mean([p for p in psnr if np.isfinite(p)] or [float("inf")])),
               "action_agreement": float(np.mean(agree)), "gif": gif,
+              "per_action": per_action_report(names, actions, one_step, real_rewards),
               "rewards": reward_report(real_rewards, dreamed_rewards) if reward_head is not None else None}
     save_json(report, os.path.splitext(out)[0] + ".json")
     return report
+
+
+# A one-step guess this far (PSNR) from the real frame did something else than the game did.
+DIFFERS_DB = 30.0
+
+
+def one_step_guess(world, window: np.ndarray, action: int) -> np.ndarray:
+    """What the World makes of `action` from the real game's last frames uint8 [C, S, S, 3] (no drift:
+    the dream's own state is set aside and put back)."""
+    rows = world.take_rows()
+    world.reset(window[None])
+    guess = world.step(torch.tensor([action]), as_uint8=True)[0].cpu().numpy()
+    world.put_rows(rows)
+    return guess
+
+
+def per_action_report(names, actions, one_step, real_rewards) -> dict:
+    """Per game action: how often the World, one step from the real frames, makes something other than
+    what the real game did (PSNR < DIFFERS_DB), its mean one-step PSNR, and the reward events the
+    one-step guess pays that the game did not (and the reverse): the errors an agent could exploit."""
+    out = {}
+    for i, name in enumerate(names):
+        steps = [t for t, a in enumerate(actions) if a == i]
+        if not steps:
+            continue
+        p = np.array([one_step[t][0] for t in steps])
+        row = {"steps": len(steps), "differs": float((p < DIFFERS_DB).mean()),
+               "mean_psnr": float(np.mean(np.minimum(p, 99.0)))}
+        if one_step[0][1] is not None:
+            d, r = np.array([one_step[t][1] for t in steps]), np.array([real_rewards[t] for t in steps])
+            row.update(reward_not_real=int(((d != 0) & (d != r)).sum()), real_reward_missed=int(((r != 0) & (d != r)).sum()))
+        out[name] = row
+    return out
 
 
 def load_reward_head(world_run, frame_size: int):
