@@ -41,6 +41,7 @@ from wmfast.checkpoint import save_model
 from wmfast.config import Config, Range, load_json, save_json
 from wmfast.errors import WmfastError
 from wmfast.models.policy import PolicyConfig, ConvTokens, build_policy, count_params, flat_mlp, to_input
+from wmfast.rollout.world import frames_to_uint8
 from wmfast.train.loop import Loop, Stage, cosine, optimizer, rng_state, set_rng_state
 
 ENVS = ("dream", "game")
@@ -48,10 +49,10 @@ ENVS = ("dream", "game")
 
 @dataclasses.dataclass
 class ImagineConfig(Config):
-    kind: str = "bc"              # the actor: bc (one action per frame) | chunk | act (K actions per frame)
-    chunk: int = 4                # chunk / act: actions per decision, run open loop (bc: 1)
-    env: str = "dream"            # dream: the world model; game: the real embedded game (the upper bound)
-    iterations: int = 400         # optimizer steps
+    kind: str = dataclasses.field(default="bc", metadata={"rule": ("bc", "chunk", "act")})   # the actor: bc (one action per frame) | chunk | act (K actions per frame)
+    chunk: int = dataclasses.field(default=4, metadata={"rule": Range(1)})   # chunk / act: actions per decision, run open loop (bc: 1)
+    env: str = dataclasses.field(default="dream", metadata={"rule": ENVS})   # dream: the world model; game: the real embedded game (the upper bound)
+    iterations: int = dataclasses.field(default=400, metadata={"rule": Range(1)})   # optimizer steps
     updates_per_batch: int = dataclasses.field(default=4, metadata={"rule": Range(1)})   # steps per batch of rollouts
     segments: int = dataclasses.field(default=8, metadata={"rule": Range(1)})   # batches one dream goes on for
     clip: float = dataclasses.field(default=0.2, metadata={"rule": Range(0, lo_open=True)})  # ratio clip on reuse
@@ -64,7 +65,7 @@ class ImagineConfig(Config):
     warmup_steps: int = 20
     target_decay: float = dataclasses.field(default=0.98, metadata={"rule": Range(0, 1)})   # slow critic (EMA)
     norm_decay: float = dataclasses.field(default=0.99, metadata={"rule": Range(0, 1)})     # return spread (EMA)
-    maskgit_steps: int = 1        # the World's fast mode, as `serve` plays it
+    maskgit_steps: int = dataclasses.field(default=1, metadata={"rule": Range(1)})   # the World's fast mode, as `serve` plays it
     seed: int = 0
     save_every: int = 64
 
@@ -98,13 +99,12 @@ class DreamEnv:
             raise WmfastError(f"{ds.source}: no training episode has {C} frames to start a dream from")
         self.action_names = list(self.world.action_map.action_names)
         self.frame_size, self.render_size = self.world.frame_size, int(ds.frames.shape[1])
-        self.data_frames, self.labels = len(ds.frames), action_map_labels(world_run)
+        self.data_frames, self.labels = len(ds.frames), int(self.world.action_map.counts.sum())
         self.game = ds.meta.get("game", "")
 
     def start(self, n: int, rng) -> np.ndarray:
         """n start windows -> the windows' last frames uint8 [n, S, S, 3] (the agent's first view)."""
         from wmfast.data.frames import to_model_frames
-        from wmfast.rollout.world import frames_to_uint8
 
         idx = rng.choice(self.starts, size=n)
         windows = np.stack([self.frames[i:i + self.world.C] for i in idx])                # [n, C, H, W, 3]
@@ -119,8 +119,6 @@ class DreamEnv:
         out = self.head.predict(self.last, frame)
         self.last = frame
         go_on = 1.0 - out["terminal"] if out["terminal"] is not None else torch.ones_like(out["reward"])
-        from wmfast.rollout.world import frames_to_uint8
-
         return frames_to_uint8(frame).numpy(), out["reward"].numpy(), go_on.numpy()
 
 
@@ -153,14 +151,6 @@ class GameEnv:
     def step(self, actions: np.ndarray):
         rewards = np.array([g.step(int(a)) for g, a in zip(self.games, actions)], np.float32)
         return self._render(), rewards, np.ones(len(self.games), np.float32)
-
-
-def action_map_labels(world_run) -> int:
-    """Labelled transitions (true game actions) the world run's action map was fitted on."""
-    path = os.path.join(os.fspath(world_run), "action_map.json")
-    with open(path) as f:
-        counts = json.load(f).get("counts")
-    return int(np.asarray(counts).sum()) if counts is not None else 0
 
 
 # ---------------------------------------------------------------- the actor-critic
@@ -306,10 +296,6 @@ def make_env(cfg: ImagineConfig, world_run):
 def imagine(run_dir, world_run, cfg: ImagineConfig = None, resume: bool = False, progress: bool = True) -> dict:
     """Train an actor-critic policy in `world_run`'s dream (or its real game) into run_dir; -> the summary."""
     cfg = cfg or ImagineConfig()
-    if cfg.kind not in ("bc", "chunk", "act"):
-        raise WmfastError(f"--kind must be bc, chunk or act, got {cfg.kind!r}")
-    if cfg.env not in ENVS:
-        raise WmfastError(f"env must be one of {ENVS}, got {cfg.env!r}")
     if not os.path.isdir(os.fspath(world_run)):
         raise WmfastError(f"world run not found: {world_run}")
     env, facts = make_env(cfg, world_run)
@@ -325,9 +311,6 @@ def fit_actor_critic(run_dir, env, pcfg: PolicyConfig, cfg: ImagineConfig, resum
                      progress: bool = True, about: dict = None) -> dict:
     """The actor-critic on any environment with start(n, rng) and step(actions) (DreamEnv's interface);
     the actor is built from pcfg. Writes run_dir; -> the summary (also imagine.json)."""
-    for name in ("iterations", "chunk", "maskgit_steps", "batch_size", "horizon"):
-        if getattr(cfg, name) < 1:
-            raise WmfastError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     run_dir = os.fspath(run_dir)
     state_path = os.path.join(run_dir, "train_state.pt")
     config_path = os.path.join(run_dir, "imagine_config.json")
