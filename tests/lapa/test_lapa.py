@@ -153,7 +153,8 @@ def test_clamped_loss_ignores_only_overshoot_of_saturated_pixels():
 
 def test_changed_pixels_weigh_more_in_the_loss():
     """weighted_mse against a hand computation: one changed pixel (dilate 0) of a 1 x 1 x 2 x 2 frame."""
-    from wmfast.models.lapa import changed_mask, weighted_mse
+    from wmfast.models.lapa import weighted_mse
+    from wmfast.nn.losses import changed_mask
 
     x0 = torch.zeros(1, 1, 2, 2)
     x1 = x0.clone()

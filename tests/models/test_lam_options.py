@@ -122,6 +122,49 @@ def test_first_pair_weight_adds_the_motionless_pair_to_the_loss():
     torch.testing.assert_close(loss, rest + sum(model.vq.last_losses.values()), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("frames", [2, 4])
+def test_encoder_frames_set_which_frames_code_a_pair(frames):
+    """Pair 1 (frame 1 -> 2) of a 4-frame clip: frames 0 and 3 change its code only with encoder_frames 4;
+    frames 1 and 2 always do. Past the clip's ends the first / last frame stands in."""
+    model = conv(encoder_frames=frames).eval()
+    x = frames_(t=4)
+    z = model.encoder(x)
+    for t in range(4):
+        other = x.clone()
+        other[:, t] = -x[:, t]
+        moved = not torch.allclose(model.encoder(other)[:, 1], z[:, 1])
+        assert moved is (frames == 4 or t in (1, 2)), t
+    if frames == 4:
+        window = model.encoder.window(x)                    # [B (T-1), 4, 3, H, W]
+        assert torch.equal(window[0], x[0, [0, 0, 1, 2]]) and torch.equal(window[2], x[0, [1, 2, 3, 3]])
+
+
+def test_diff_gain_scales_only_the_difference_channels():
+    """The encoder's first conv sees the frames as they are and their differences times diff_gain: the
+    same weights with the difference inputs multiplied by the gain give the same code."""
+    plain, gained = conv(), conv(diff_gain=8.0)
+    gained.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        plain.encoder.convs[0][0].weight[:, 6:] *= 8.0
+    x = frames_()
+    torch.testing.assert_close(gained.encoder(x), plain.encoder(x))
+
+
+def test_changed_weight_weights_the_changed_pixels_in_the_loss():
+    """changed_weight w: the reconstruction loss is sum(err * weight) / sum(weight) with weight w on
+    pixels that changed from x_t to x_t+1 (grown by one pixel) and 1 elsewhere, computed here by hand."""
+    x = torch.zeros(1, 2, 3, 16, 16) - 1
+    x[0, 1, :, 5, 7] = 1.0                                  # one pixel lights up
+    model = conv(changed_weight=5.0).eval()
+    pred = model.decoder(x, model.quantizer(model.encoder(x))[0])
+    err = ((pred[0, 0].double() - x[0, 1].double()) ** 2)   # [3, H, W]
+    weight = torch.ones(16, 16, dtype=torch.float64)
+    weight[4:7, 6:9] = 5.0
+    expected = (err * weight).mean() / weight.mean()
+    torch.testing.assert_close(model.reconstruction_loss(pred, x).double(), expected, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(conv().eval().reconstruction_loss(pred, x).double(), err.mean(), rtol=1e-5, atol=1e-8)
+
+
 def vq_losses(**vq):
     model = conv(vq=VQConfig(**vq))
     x = frames_()
@@ -180,6 +223,9 @@ def test_vq_dead_code_every_replaces_unused_codes_by_encoder_outputs(every):
     (dict(architecture="conv", quantizer="vq", conv_norm="layer"), "norm"),
     (dict(architecture="conv", quantizer="vq", conv_channels=12), "conv_channels"),
     (dict(architecture="conv", quantizer="vq", vq_beta=-1.0), "beta"),
+    (dict(architecture="conv", quantizer="vq", encoder_frames=3), "encoder_frames"),
+    (dict(architecture="conv", quantizer="vq", diff_gain=0.0), "diff_gain"),
+    (dict(architecture="conv", quantizer="vq", changed_weight=-2.0), "changed_weight"),
 ])
 def test_bad_options_name_the_field(bad, match):
     with pytest.raises(WmfastError, match=match):

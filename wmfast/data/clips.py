@@ -26,7 +26,10 @@ class ClipSampler:
     callers: save `rng.bit_generator.state` to resume it.
     """
 
-    def __init__(self, ds, clip_len: int, stride: int = 1, frame_size: int = 64, episodes=None, seed: int = 0):
+    def __init__(self, ds, clip_len: int, stride: int = 1, frame_size: int = 64, episodes=None, seed: int = 0,
+                 labelled=None):
+        """labelled: bool [N] over the stored frames, the transitions whose true action training may use
+        (labelled_frames; None: none)."""
         if clip_len < 1 or stride < 1:
             raise WmfastError(f"clip_len and stride must be >= 1, got {clip_len} and {stride}")
         if frame_size is None:
@@ -52,6 +55,7 @@ class ClipSampler:
         self.cum = np.cumsum(lengths[keep] - self.span + 1)
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
+        self.labelled = None if labelled is None else np.asarray(labelled, bool)
 
     def __len__(self) -> int:
         """Number of distinct clips (clip starts) the sampler draws from."""
@@ -72,11 +76,25 @@ class ClipSampler:
                               f"{world_size} processes (use a multiple of {world_size})")
         if not 0 <= rank < world_size:
             raise WmfastError(f"rank {rank} out of range [0, {world_size})")
+        starts, clip_ids = self._batch_starts(step, batch_size, rank, world_size)
+        frames, actions = self.clips_at(starts)
+        return frames, actions, torch.from_numpy(clip_ids)
+
+    def labels_at(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """The true actions of batch_at's clips where the transition is labelled, -1 elsewhere [b, T-1]."""
+        starts, _ = self._batch_starts(step, batch_size, rank, world_size)
+        idx = starts[:, None] + self.stride * np.arange(self.clip_len)[None, :]
+        actions = self._actions(idx)
+        if self.labelled is None:
+            return torch.full(actions.shape, -1, dtype=torch.int64)
+        return torch.from_numpy(np.where(self.labelled[idx[:, :-1]], actions, -1))
+
+    def _batch_starts(self, step, batch_size, rank, world_size):
+        """-> (absolute start frames of this process's clips [b], their positions in the global batch [b])."""
         k = _stream(_CLIPS, self.seed, step).integers(len(self), size=batch_size)   # [batch_size] clip numbers
         b = batch_size // world_size
         clip_ids = np.arange(rank * b, (rank + 1) * b)
-        frames, actions = self.clips_at(self._clip_starts(k[clip_ids]))
-        return frames, actions, torch.from_numpy(clip_ids)
+        return self._clip_starts(k[clip_ids]), clip_ids
 
     def _clip_starts(self, k: np.ndarray) -> np.ndarray:
         """Clip numbers in [0, len(self)) -> absolute start frames."""
@@ -122,9 +140,25 @@ class ClipSampler:
         return np.where(same, acts[..., 0], -1).astype(np.int64)
 
 
+def labelled_frames(ds, fraction: float, seed: int, episodes=None) -> np.ndarray:
+    """The few-label mode's labelled transitions -> bool [N] over the stored frames: round(fraction x the
+    transitions with a known true action in `episodes` (default all)), at least one when fraction > 0,
+    drawn uniformly from a stream keyed by seed. A transition is the step from its frame to the next."""
+    mask = np.zeros(len(ds), bool)
+    if ds.actions is None or fraction <= 0:
+        return mask
+    ids = range(ds.n_episodes) if episodes is None else episodes
+    known = np.concatenate([np.arange(*ds.episodes[e]) for e in ids])
+    known = known[ds.actions[known] >= 0]
+    if len(known):
+        count = min(len(known), max(1, int(round(fraction * len(known)))))
+        mask[_stream(_LABELS, seed).choice(known, size=count, replace=False)] = True
+    return mask
+
+
 # Separate streams per purpose (numpy seed lists that differ by trailing zeros collide, so
 # every stream starts with its own tag and has a fixed key length).
-_CLIPS, _PER_CLIP, _PER_BATCH = 0, 1, 2
+_CLIPS, _PER_CLIP, _PER_BATCH, _LABELS = 0, 1, 2, 3
 
 
 def _stream(tag: int, *key: int) -> np.random.Generator:

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from wmfast.config import Config
 from wmfast.errors import WmfastError
 from wmfast.nn.conv import FiLM, ConvBlock, UpBlock
+from wmfast.nn.losses import change_weighted_mse
 from wmfast.nn.vq import VectorQuantizer
 
 LUMA = (0.299, 0.587, 0.114)   # ITU-R BT.601 weights, as in most Atari preprocessing
@@ -132,21 +132,9 @@ def to_model_channels(frames, grayscale: bool):
     return frames
 
 
-def changed_mask(x0, x1, dilate: int = 0):
-    """[B, C, H, W] x 2 -> float [B, 1, H, W]: 1 where any channel changed (by > half a grey level),
-    grown by `dilate` pixels so the loss also sees where a moving object's edges should be."""
-    changed = ((x1 - x0).abs().amax(1, keepdim=True) > 0.5 / 255).float()
-    if dilate:
-        changed = F.max_pool2d(changed, 2 * dilate + 1, stride=1, padding=dilate)
-    return changed
-
-
 def weighted_mse(err, x0, x1, cfg):
-    """Squared error with the changed pixels weighted cfg.changed_weight (normalised by the mean weight,
-    so the loss stays on the MSE's scale). Why: a moving ball and paddle are ~0.1% of Breakout's pixels,
-    so under a plain MSE the decoder ignores them and the code never has to carry the change."""
-    w = 1 + (cfg.changed_weight - 1) * changed_mask(x0.float(), x1.float(), cfg.changed_dilate)
-    return (err * w).mean() / w.mean()
+    """Squared error with the changed pixels weighted cfg.changed_weight (wmfast.nn.losses)."""
+    return change_weighted_mse(err, x0, x1, cfg.changed_weight, cfg.changed_dilate)
 
 
 def conv_stack(cin: int, widths, norm: str) -> nn.Sequential:

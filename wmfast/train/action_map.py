@@ -63,6 +63,21 @@ def fit_frame_action_map(frames, game_actions, codes, num_game_actions: int, num
     return net.eval()
 
 
+def few_label_transitions(run, ds, episodes):
+    """bool per transition of `episodes` (in episode_codes' order): labelled in the run's few-label LAM
+    training (ActionsTrainConfig.label_fraction), or None when the LAM was trained on frames alone."""
+    from wmfast.data import labelled_frames
+    from wmfast.train.trainer import saved_train_config
+
+    train = saved_train_config(run, "actions")
+    if train is None or not getattr(train, "label_fraction", 0):
+        return None
+    train_eps, _ = ds.split(train.val_fraction, seed=train.seed)
+    mask = labelled_frames(ds, train.label_fraction, train.seed, train_eps)
+    return np.concatenate([mask[ds.episodes[e][0]:ds.episodes[e][1] - 1] for e in episodes
+                           if ds.episodes[e][1] - ds.episodes[e][0] >= 2])
+
+
 def train_action_map(run, data=None, steps: int = FRAME_MAP_STEPS, seed: int = 0, progress: bool = True) -> dict:
     """Fit and save RUN/action_map.json (+ the frame-conditioned map's weights); -> what was fitted.
     data: a dataset spec or Dataset (default: the data the run was trained on)."""
@@ -88,6 +103,9 @@ def train_action_map(run, data=None, steps: int = FRAME_MAP_STEPS, seed: int = 0
     if not train_eps:
         raise WmfastError(f"{ds.source}: every episode is held out; the action map needs training episodes")
     fit = episode_codes(model, ds, train_eps, lam_window(run, model), progress, keep_frames=True)
+    labelled = few_label_transitions(run, ds, train_eps)
+    if labelled is not None:   # a few-label run knows only its labelled transitions' actions
+        fit["true"] = np.where(labelled, fit["true"], -1)
     known = fit["true"] >= 0
     if not known.any():
         raise WmfastError(f"{ds.source}: the training episodes have no known game action")
@@ -97,7 +115,7 @@ def train_action_map(run, data=None, steps: int = FRAME_MAP_STEPS, seed: int = 0
     action_map.frame_map = fit_frame_action_map(fit["frames"], fit["true"], fit["codes"], ds.n_actions, K,
                                                 steps=steps, seed=seed, progress=progress, changed=fit["changed"])
     action_map.frame_map_info = {"fit_episodes": len(train_eps), "fit_transitions": int(known.sum()),
-                                 "fit_steps": steps, "seed": seed}
+                                 "fit_steps": steps, "seed": seed, "few_label": labelled is not None}
     path = save_action_map(action_map, run)
     codes = torch.as_tensor(fit["codes"])[torch.as_tensor(known)]
     true = torch.as_tensor(fit["true"])[torch.as_tensor(known)]

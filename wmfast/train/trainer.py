@@ -82,8 +82,19 @@ class DynamicsTrainConfig(TrainConfig):
 
 
 DYNAMICS_TRAINING_FIELDS = ("future_mask_prob", "pause_clip_prob")
+
+
+@dataclass
+class ActionsTrainConfig(TrainConfig):
+    """The LAM stage's TrainConfig: also the opt-in few-label mode."""
+    # Share of the training episodes' transitions whose true action supervises the LAM (a linear head on
+    # its latent, ConvLamConfig.label_classes); the action map is then fitted on those transitions only.
+    # 0 (the default): frames alone. Users often have a few minutes of play with key logs (LAOM: 2.5%).
+    label_fraction: float = field(default=0.0, metadata={"rule": SHARE})
+
+
 # stage -> its training config class (TrainConfig for the others)
-STAGE_TRAIN_CONFIGS = {"dynamics": DynamicsTrainConfig}
+STAGE_TRAIN_CONFIGS = {"dynamics": DynamicsTrainConfig, "actions": ActionsTrainConfig}
 
 
 def stage_train_config(stage: str, train: TrainConfig) -> TrainConfig:
@@ -148,15 +159,16 @@ class StageStep:
             self.tokenizer = load_model(os.path.join(run_dir, "tokenizer"), "tokenizer", device)
             self.lam = load_model(os.path.join(run_dir, "actions"), "actions", device)
 
-    def __call__(self, model, frames, true_actions, noise=None, pause=None):
+    def __call__(self, model, frames, true_actions, noise=None, pause=None, labels=None):
         """noise: the dynamics' MaskGIT draws (see DynamicsModel.training_loss); pause: (pause_from [B],
-        pause_len [B]) for pause_clips, None for clips as sampled."""
+        pause_len [B]) for pause_clips, None for clips as sampled; labels: the few-label mode's true
+        actions of the labelled transitions (-1 elsewhere), None without it."""
         if self.stage == "tokenizer":
             recon, loss, m = model(frames)
             m["mse"] = (recon.detach().float() - frames).pow(2).mean()
             return loss, m
         if self.stage == "actions":
-            _, loss, m = model(frames)
+            _, loss, m = model(frames) if labels is None else model(frames, labels)
             m["true_actions"] = true_actions
             return loss, m
         if pause is not None:
@@ -191,8 +203,8 @@ class _StageModule(nn.Module):
         self.net = net
         self.step_fn = step_fn   # a plain object: the frozen earlier stages are neither trained nor synced
 
-    def forward(self, frames, actions, noise=None, pause=None):
-        return self.step_fn(self.net, frames, actions, noise, pause)
+    def forward(self, frames, actions, noise=None, pause=None, labels=None):
+        return self.step_fn(self.net, frames, actions, noise, pause, labels)
 
 
 def _maskgit_noise(train: DynamicsTrainConfig, step: int, clip_ids, T: int, P: int, device):
@@ -241,17 +253,18 @@ class WorldModelStage(Stage):
         self.tracker = StageMetrics(stage, net, os.path.join(folder, METRICS) if main else os.devnull)
 
     def batch(self, step):
-        frames, actions, clip_ids = self.sampler.batch_at(step, self.train.batch_size, distributed.rank(),
-                                                          distributed.world_size())
-        return [(frames.to(self.device, non_blocking=True), actions.to(self.device), clip_ids, step)]
+        where = (step, self.train.batch_size, distributed.rank(), distributed.world_size())
+        frames, actions, clip_ids = self.sampler.batch_at(*where)
+        labels = self.sampler.labels_at(*where).to(self.device) if self.sampler.labelled is not None else None
+        return [(frames.to(self.device, non_blocking=True), actions.to(self.device), clip_ids, step, labels)]
 
     def loss(self, batch):
-        frames, actions, clip_ids, step = batch
+        frames, actions, clip_ids, step, labels = batch
         noise, pause, weight = None, None, float(frames.shape[0])
         if self.name == "dynamics":
             noise, pause, weight = _maskgit_noise(self.train, step, clip_ids, self.clip_frames,
                                                   self.cfg.num_patches, self.device)
-        loss, m = self.module(frames, actions, noise, pause)
+        loss, m = self.module(frames, actions, noise, pause, labels)
         return loss, m, weight
 
     def after_step(self, step, result):
@@ -324,8 +337,8 @@ def stage_data(stage: str, run_dir, data, resume: bool, force: bool):
 
 def resume_config(folder, saved: TrainConfig, requested, cfg, overrides: dict, force: bool) -> TrainConfig:
     """The TrainConfig a resumed run continues with: the saved one; a requested one must agree on
-    RESUME_FIELDS, and a requested DynamicsTrainConfig also on its clip settings (force: the requested
-    values win); --set must agree with the saved model."""
+    RESUME_FIELDS, and a requested stage config (DynamicsTrainConfig, ActionsTrainConfig) also on its
+    stage's own fields (force: the requested values win); --set must agree with the saved model."""
     clash = {k: (v, cfg.setting(k)) for k, v in (overrides or {}).items() if cfg.setting(k) != v}
     if clash:
         k, (want, have) = next(iter(clash.items()))
@@ -333,8 +346,8 @@ def resume_config(folder, saved: TrainConfig, requested, cfg, overrides: dict, f
                           f"(a trained model's config cannot change); drop --set")
     if requested is None:
         return saved
-    both_dynamics = isinstance(requested, DynamicsTrainConfig) and isinstance(saved, DynamicsTrainConfig)
-    fields = RESUME_FIELDS + (DYNAMICS_TRAINING_FIELDS if both_dynamics else ())
+    stage_fields = sorted(_fields(type(saved)) - _fields(TrainConfig)) if type(requested) is type(saved) else []
+    fields = RESUME_FIELDS + tuple(stage_fields)
     diff = [k for k in fields if getattr(requested, k) != getattr(saved, k)]
     if diff and not force:
         k = diff[0]
@@ -342,6 +355,18 @@ def resume_config(folder, saved: TrainConfig, requested, cfg, overrides: dict, f
                           f"{k}={getattr(saved, k)!r}{' (and ' + ', '.join(diff[1:]) + ')' if diff[1:] else ''}; "
                           f"drop the option, or pass --resume --force to continue with the new value")
     return dataclasses.replace(saved, **{k: getattr(requested, k) for k in diff}, progress=requested.progress)
+
+
+def few_label_config(cfg, ds):
+    """The LAM config with a label head over the data's game actions (few-label mode)."""
+    if ds.actions is None or not ds.n_actions:
+        raise WmfastError(f"label_fraction needs true actions, and {ds.source} has none")
+    if not hasattr(cfg, "label_classes"):
+        raise WmfastError(f"label_fraction needs the conv LAM (architecture conv), not {cfg.ARCHITECTURE!r}")
+    if cfg.label_classes not in (0, ds.n_actions):
+        raise WmfastError(f"the LAM's label head has {cfg.label_classes} classes but {ds.source} has "
+                          f"{ds.n_actions} game actions")
+    return dataclasses.replace(cfg, label_classes=ds.n_actions)
 
 
 def interrupted_message(stage: str, run_dir, step: int, total: int) -> str:
@@ -362,7 +387,7 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
     resume: continue STAGE/train_state.pt; preset, schedule, --set and data must match the saved
     run unless force=True.
     callback(step, model): called after every optimizer step (tests use it to interrupt)."""
-    from wmfast.data import ClipSampler, load_dataset
+    from wmfast.data import ClipSampler, labelled_frames, load_dataset
 
     if stage not in STAGES:
         raise WmfastError(f"unknown stage {stage!r} (choose from {list(STAGES)})")
@@ -397,9 +422,13 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
     if main and stage == "actions" and ds.n_actions and ds.n_actions > cfg.n_actions:
         print(f"wmfast: note: the data has {ds.n_actions} true actions, the LAM {cfg.n_actions} codes")
     train_eps, _ = ds.split(train.val_fraction, seed=train.seed)
+    labelled = None
+    if stage == "actions" and train.label_fraction > 0:
+        cfg = few_label_config(cfg, ds)
+        labelled = labelled_frames(ds, train.label_fraction, train.seed, train_eps)
     clip_frames = train.clip_len + (stage == "dynamics")
     sampler = ClipSampler(ds, clip_len=clip_frames, stride=train.stride, frame_size=cfg.frame_size,
-                          episodes=train_eps, seed=train.seed)
+                          episodes=train_eps, seed=train.seed, labelled=labelled)
 
     net = STAGES[stage][0](cfg).to(device)
     module = distributed.wrap(_StageModule(net, StageStep(stage, run_dir, device)), device)   # DDP when distributed
