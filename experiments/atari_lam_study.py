@@ -36,7 +36,16 @@ VARIANTS = {
     "window4-gain8": {"encoder_frames": 4, "diff_gain": 8.0},
     "changed20": {"changed_weight": 20.0},
     "window4-gain8-changed20": {"encoder_frames": 4, "diff_gain": 8.0, "changed_weight": 20.0},
+    "window4-gain20-changed100": {"encoder_frames": 4, "diff_gain": 20.0, "changed_weight": 100.0},
+    "window4-gain8-changed20-beta0.05": {"encoder_frames": 4, "diff_gain": 8.0, "changed_weight": 20.0,
+                                         "vq_beta": 0.05},
     "labels2.5": {"label_fraction": 0.025},
+    "window4-gain8-all-labels": {"encoder_frames": 4, "diff_gain": 8.0, "label_fraction": 1.0},
+    "window4-gain8-labels10": {"encoder_frames": 4, "diff_gain": 8.0, "label_fraction": 0.1},
+    "window4-gain8-changed20-labels2.5": {"encoder_frames": 4, "diff_gain": 8.0, "changed_weight": 20.0,
+                                          "label_fraction": 0.025},
+    "window4-gain8-changed20-labels2.5-weight10": {"encoder_frames": 4, "diff_gain": 8.0, "changed_weight": 20.0,
+                                                   "label_fraction": 0.025, "label_weight": 10.0},
     "window4-gain8-labels2.5": {"encoder_frames": 4, "diff_gain": 8.0, "label_fraction": 0.025},
 }
 PROBE_TRANSITIONS = 6000   # training transitions the probe is fitted on

@@ -51,6 +51,21 @@ def test_labels_at_gives_the_true_action_of_labelled_transitions_only(tiny_game_
     assert np.array_equal(have[:, 0].numpy(), mask[starts])
 
 
+def test_labelled_batches_hold_a_labelled_transition_in_every_clip(tiny_game_cache):
+    ds = load_dataset(DATA)
+    mask = labelled_frames(ds, 0.02, seed=0)
+    sampler = ClipSampler(ds, clip_len=4, frame_size=32, seed=5, labelled=mask)
+    frames, actions, labels = sampler.labelled_batch_at(3, 32)
+    have = labels >= 0
+    assert frames.shape[:2] == (32, 4) and have.any(1).all()
+    assert torch.equal(labels[have], actions[have])
+    assert have[:, 1].float().mean() > 0.9          # mostly one frame after the clip's start
+    again = sampler.labelled_batch_at(3, 32)
+    assert torch.equal(again[0], frames) and torch.equal(again[2], labels)
+    half = sampler.labelled_batch_at(3, 32, rank=1, world_size=2)
+    assert torch.equal(half[2], labels[16:])
+
+
 def test_label_loss_is_the_heads_cross_entropy_on_labelled_transitions_only():
     torch.manual_seed(0)
     model = ConvLam(ConvLamConfig(frame_size=16, n_actions=4, conv_channels=8, label_classes=3, label_weight=0.5))

@@ -56,6 +56,7 @@ class ClipSampler:
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.labelled = None if labelled is None else np.asarray(labelled, bool)
+        self.labelled_starts = None if labelled is None else self._labelled_clip_starts()
 
     def __len__(self) -> int:
         """Number of distinct clips (clip starts) the sampler draws from."""
@@ -82,7 +83,35 @@ class ClipSampler:
 
     def labels_at(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """The true actions of batch_at's clips where the transition is labelled, -1 elsewhere [b, T-1]."""
-        starts, _ = self._batch_starts(step, batch_size, rank, world_size)
+        return self._labels(self._batch_starts(step, batch_size, rank, world_size)[0])
+
+    def labelled_batch_at(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        """This process's share of `batch_size` clips that each hold a labelled transition, drawn from
+        a stream keyed by (seed, step) -> (frames, actions, labels [b, T-1]: -1 where not labelled).
+        A clip starts one frame before its labelled transition where it can (an encoder that reads
+        x_t-1 then sees the frame before), so the few labels come back in every step's batch."""
+        if self.labelled_starts is None:
+            raise WmfastError("this sampler has no labelled transitions")
+        picked = _stream(_LABELS, self.seed, step).choice(self.labelled_starts, size=batch_size)
+        b = batch_size // world_size
+        starts = picked[rank * b:(rank + 1) * b]
+        frames, actions = self.clips_at(starts)
+        return frames, actions, self._labels(starts)
+
+    def _labelled_clip_starts(self) -> np.ndarray:
+        """A clip start for each labelled transition of this sampler's episodes."""
+        starts = []
+        for ep in self.episode_ids:
+            s, e = self.ds.episodes[ep]
+            for t in np.flatnonzero(self.labelled[s:e - 1]) + s:
+                start = min(max(t - self.stride, s), e - self.span)
+                if start <= t <= start + self.span - 1 - self.stride:
+                    starts.append(start)
+        if not starts:
+            raise WmfastError(f"{self.ds.source}: no labelled transition fits a clip of {self.clip_len} frames")
+        return np.array(starts, np.int64)
+
+    def _labels(self, starts) -> torch.Tensor:
         idx = starts[:, None] + self.stride * np.arange(self.clip_len)[None, :]
         actions = self._actions(idx)
         if self.labelled is None:

@@ -91,6 +91,9 @@ class ActionsTrainConfig(TrainConfig):
     # its latent, ConvLamConfig.label_classes); the action map is then fitted on those transitions only.
     # 0 (the default): frames alone. Users often have a few minutes of play with key logs (LAOM: 2.5%).
     label_fraction: float = field(default=0.0, metadata={"rule": SHARE})
+    # Few-label mode: clips holding a labelled transition added to every step's batch, so the few labels
+    # train every step (at 2.5% a batch of 16 random 4-frame clips holds about one label).
+    label_batch: int = field(default=8, metadata={"rule": Range(1)})
 
 
 # stage -> its training config class (TrainConfig for the others)
@@ -255,7 +258,12 @@ class WorldModelStage(Stage):
     def batch(self, step):
         where = (step, self.train.batch_size, distributed.rank(), distributed.world_size())
         frames, actions, clip_ids = self.sampler.batch_at(*where)
-        labels = self.sampler.labels_at(*where).to(self.device) if self.sampler.labelled is not None else None
+        labels = None
+        if self.sampler.labelled is not None:
+            more_frames, more_actions, more_labels = self.sampler.labelled_batch_at(step, self.train.label_batch,
+                                                                                    *where[2:])
+            frames, actions = torch.cat([frames, more_frames]), torch.cat([actions, more_actions])
+            labels = torch.cat([self.sampler.labels_at(*where), more_labels]).to(self.device)
         return [(frames.to(self.device, non_blocking=True), actions.to(self.device), clip_ids, step, labels)]
 
     def loss(self, batch):
@@ -415,6 +423,8 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
     device = distributed.setup(train.device) if distributed.env_world_size() > 1 else resolve_device(train.device)
     main = distributed.is_main()
     distributed.check_divisible(train.batch_size)
+    if stage == "actions" and train.label_fraction > 0:
+        distributed.check_divisible(train.label_batch, "label_batch")
     torch.manual_seed(train.seed)
 
     with distributed.main_first():   # rank 0 generates and caches a game dataset, the others read it
