@@ -5,7 +5,8 @@ encoder: concat(x_t, x_t+1, x_t+1 - x_t) -> 3 stride-2 conv blocks -> global ave
          diff_gain scales the differences
 decoder: x_t (conv_context 2: x_t-1 and x_t) -> 2 conv blocks -> FiLM by the code -> 2 convs
          -> predicts x_t+1 - x_t
-loss:    MSE on frames 1..T-1 + the VQ's loss
+loss:    MSE on frames 1..T-1 (changed pixels weighted changed_weight) + the VQ's loss (+ in few-label
+         mode the label head's cross-entropy on the labelled transitions)
 
 Each pair is independent and the decoder always sees the true previous frame, so the code only has
 to carry the change.
