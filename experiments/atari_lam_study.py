@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from wmfast.data import action_agreement, load_dataset  # noqa: E402
 from wmfast.data.frames import to_model_frames  # noqa: E402
-from wmfast.evaluate import CHANGE_THRESHOLD, code_statistics  # noqa: E402
+from wmfast.evaluate import code_statistics  # noqa: E402
+from wmfast.latent_actions import changed_transitions  # noqa: E402
 from wmfast.train.presets import CONV_LAM  # noqa: E402
 
 # name -> ConvLamConfig overrides on top of the presets' LAM (CONV_LAM); "label_fraction" is the
@@ -77,8 +78,7 @@ def read_episodes(lam, ds, size: int, limit: int = None):
         codes.append(lam.quantizer.indices(q)[0].numpy()[keep])
         zs.append(z[0].numpy()[keep])
         actions.append(a[keep])
-        diff = (x[0, 1:] - x[0, :-1]).abs().flatten(1).amax(1).numpy()
-        changed.append(diff[keep] > CHANGE_THRESHOLD)
+        changed.append(changed_transitions(x)[0].numpy()[keep])
         if limit and sum(len(c) for c in codes) >= limit:
             break
     return tuple(np.concatenate(v) for v in (codes, zs, actions, changed))
