@@ -43,7 +43,6 @@ VARIANTS = {
     "labels2.5": {"label_fraction": 0.025},
     "window4-gain8-all-labels": {"encoder_frames": 4, "diff_gain": 8.0, "label_fraction": 1.0},
     "window4-gain8-labels10": {"encoder_frames": 4, "diff_gain": 8.0, "label_fraction": 0.1},
-    "window4-gain8-labels5": {"encoder_frames": 4, "diff_gain": 8.0, "label_fraction": 0.05},
     "window4-gain8-labels2.5-weight5": {"encoder_frames": 4, "diff_gain": 8.0, "label_fraction": 0.025,
                                         "label_weight": 5.0},
     "window4-gain8-changed20-labels2.5": {"encoder_frames": 4, "diff_gain": 8.0, "changed_weight": 20.0,
