@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from wmfast.data import action_agreement, load_dataset  # noqa: E402
 from wmfast.data.frames import to_model_frames  # noqa: E402
+from wmfast.eval.counterfactual import move_classes  # noqa: E402
 from wmfast.evaluate import code_statistics  # noqa: E402
 from wmfast.latent_actions import changed_transitions  # noqa: E402
 from wmfast.train.presets import CONV_LAM  # noqa: E402
@@ -52,17 +53,6 @@ VARIANTS = {
     "window4-gain8-labels2.5": {"encoder_frames": 4, "diff_gain": 8.0, "label_fraction": 0.025},
 }
 PROBE_TRANSITIONS = 6000   # training transitions the probe is fitted on
-
-
-def move_classes(action_names) -> np.ndarray:
-    """ALE action id -> move class: 0 stay (NOOP, FIRE), 1 up / right, 2 down / left."""
-    def cls(name):
-        if "UP" in name or "RIGHT" in name:
-            return 1
-        if "DOWN" in name or "LEFT" in name:
-            return 2
-        return 0
-    return np.array([cls(n) for n in action_names])
 
 
 @torch.no_grad()

@@ -97,6 +97,9 @@ CLI_CASES = {
     "unknown game": (["train", "tokenizer", "--run", NEW, "--data", "game:tetris"], "unknown game 'tetris'"),
     "missing dataset": (["train", "tokenizer", "--run", NEW, "--data", "nope.h5"], "nope.h5"),
     "dynamics first": (["train", "dynamics", "--run", NEW], "needs a trained tokenizer and actions"),
+    "unknown augmentation": (["train", "tokenizer", "--run", NEW, "--set", "augment=blur"],
+                             "unknown footage variant 'blur'"),
+    "eval unknown footage": (["eval", "--run", R, "--footage", "jpeg40,blur"], "unknown footage variant 'blur'"),
     # --resume must match the saved run
     "resume nothing": (["train", "tokenizer", "--run", NEW, "--resume"], "nothing to resume"),
     "resume other --steps": (RESUME + ["--steps", "9"], "steps=9 but the run was started with steps=4"),

@@ -26,6 +26,10 @@ engine in compat mode at temperature 0):
   - Genie's controllability ΔtPSNR at t=4: PSNR(inferred actions) - PSNR(random actions);
   - a controls sheet (PNG + GIF): one held-out context, each latent action repeated for `horizon`
     frames, one row per latent action, labelled with its game action when the map exists.
+Atari recordings (wmfast.data.atari) with the run's saved action map also get the counterfactual
+check (wmfast.eval.counterfactual): from held-out emulator states each move is held in the real
+game and in the World, scored by paddle direction, ball and PSNR beside copy-last-frame, drawn as
+counterfactual.png (one row per move: game | World).
 """
 import math
 import os
@@ -39,6 +43,7 @@ from wmfast.latent_actions import CHANGE_THRESHOLD, ENCODE_BATCH, build_action_m
 
 CONTROLLABILITY_T = 4          # Genie's ΔtPSNR horizon step
 DEFAULT_CLIPS = 16
+COUNTERFACTUAL_STARTS = 16     # held-out emulator states of the counterfactual check (Atari)
 
 
 # -- numbers ---------------------------------------------------------------------------------
@@ -220,20 +225,25 @@ def controls_rollout(model, context, horizon: int = 8, steps: int = 8, progress:
 
 # -- the one entry point ------------------------------------------------------------------------
 def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int = 8, steps: int = 8, seed: int = 0,
-                 out: str = None, json_path: str = None, progress: bool = True) -> dict:
+                 out: str = None, json_path: str = None, progress: bool = True,
+                 counterfactual_starts: int = COUNTERFACTUAL_STARTS, footage=()) -> dict:
     """Evaluate a run (or a loaded WorldModel) on the held-out episodes of `data` (any dataset spec).
 
     episodes: number of held-out clips for the rollout metrics (action metrics use every held-out
     transition). out: folder for the pictures (confusion.png, psnr.png, controls.png/.gif,
     rollout.gif). json_path: the report as JSON. The game-action rollout plays the run's saved action
     map (RUN/action_map.json, `wmfast train action-map`) when it was fitted on this data, else the
-    held-out table.
+    held-out table. counterfactual_starts: held-out emulator states of the counterfactual check
+    (Atari recordings with a saved action map; 0 skips it). footage: wmfast.data.footage variants to
+    score the held-out clips re-encoded as (e.g. ("jpeg40", "h264", "shift1")).
     Returns the report (numbers, lists and file paths; `_`-keys hold tensors for callers)."""
     import wmfast
     from wmfast.data import load_dataset
 
     if episodes < 1 or horizon < 1 or steps < 1:
         raise WmfastError(f"episodes, horizon and steps must be >= 1, got {episodes}, {horizon}, {steps}")
+    if isinstance(counterfactual_starts, bool) or not isinstance(counterfactual_starts, int) or counterfactual_starts < 0:
+        raise WmfastError(f"counterfactual_starts must be an integer >= 0, got {counterfactual_starts!r}")
     model = wmfast.load(run_or_model) if isinstance(run_or_model, (str, os.PathLike)) else run_or_model
     model.require("tokenizer", "actions", "dynamics")
     for m in model.modules():
@@ -289,12 +299,82 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
     if "note_game_actions" in wm:
         report["notes"].append(wm.pop("note_game_actions"))
         report.pop("note_game_actions", None)
+    if footage:
+        report["footage"] = footage_robustness(model, frames, true_actions if has_actions else None, footage, horizon,
+                                               steps, seed=seed, window=window, action_map=action_map,
+                                               game_world=map_saved, progress=progress)
     report["_controls"] = controls_rollout(model, frames[:1, :C], horizon, steps, progress)         # [K, H, 3, S, S]
+    if counterfactual_starts:
+        checked = counterfactual_against_emulator(model, ds, held, counterfactual_starts, horizon, steps, seed,
+                                                  progress, device=frames.device)
+        if isinstance(checked, str):
+            report["notes"].append(checked)
+        elif checked is not None:
+            report["counterfactual"] = checked
     if out:
         report["files"] = write_pictures(report, out, action_map)
     if json_path:
         write_json(report, json_path)
     return report
+
+
+@torch.no_grad()
+def footage_robustness(model, frames, true_actions, variants, horizon: int, steps: int, seed: int = 0,
+                       window: int = None, action_map=None, game_world: bool = False, progress: bool = False) -> dict:
+    """The held-out clips frames [N, T, 3, S, S] re-encoded as users' footage (wmfast.data.footage) ->
+    per variant: how far the re-encoding moved the frames (PSNR against the clean clips) and the
+    world-model figures on the re-encoded clips (tokenizer, rollouts, copy-last-frame) beside the clean ones."""
+    from wmfast.data.footage import check_variants, reencode
+    from wmfast.data.frames import to_model_frames
+    from wmfast.rollout.world import frames_to_uint8
+
+    keys = ("tokenizer_psnr", "psnr_teacher_forced", "psnr_autoregressive", "psnr_game_actions",
+            "psnr_copy_last_frame")
+    clean_u8 = frames_to_uint8(frames).cpu().numpy()
+    S = frames.shape[-1]
+    out = {}
+    for i, variant in enumerate(["clean"] + check_variants(variants)):
+        if variant == "clean":
+            x = frames
+        else:
+            x = to_model_frames(reencode(clean_u8, variant, np.random.default_rng([seed, i])), S).to(frames.device)
+        wm = evaluate_world_model(model, x, true_actions, horizon, steps, seed=seed, window=window,
+                                  action_map=action_map, game_world=game_world, progress=progress)
+        moved = None if variant == "clean" else psnr_from_mse(float(((x - frames) ** 2).mean()))
+        out[variant] = {"psnr_vs_clean": moved,
+                        **{k: wm[k] for k in keys if k in wm},
+                        "psnr_autoregressive_per_step": wm["psnr_autoregressive_per_step"],
+                        "psnr_copy_last_frame_per_step": wm["psnr_copy_last_frame_per_step"]}
+        if "psnr_game_actions_per_step" in wm:
+            out[variant]["psnr_game_actions_per_step"] = wm["psnr_game_actions_per_step"]
+    for variant, row in out.items():
+        row["tokenizer_drop_db"] = out["clean"]["tokenizer_psnr"] - row["tokenizer_psnr"]
+    return out
+
+
+def counterfactual_against_emulator(model, ds, held, starts, horizon, steps, seed, progress, device="cpu"):
+    """The counterfactual check (wmfast.eval.counterfactual) when the data is an Atari recording the
+    emulator can restore and the run has an action map for the game's actions -> its report, else a
+    note why not (None for data that is not Atari)."""
+    from wmfast.checkpoint import load_action_map
+    from wmfast.eval.atari_objects import GAMES
+    from wmfast.eval.counterfactual import counterfactual_check
+    from wmfast.models.action_map import ACTION_MAP
+    from wmfast.rollout.world import World
+
+    meta = ds.meta or {}
+    if meta.get("source") != "atari":
+        return None
+    if int(meta.get("atari_version", 1)) < 2 or meta.get("game") not in GAMES:
+        return (f"no counterfactual check: {ds.source} is not a version-2 Atari recording of "
+                f"{' or '.join(GAMES)} (`wmfast data atari` records one)")
+    # Any recording of the same game shares its action set, so the map fitted on the training data plays it.
+    if not model.path or not os.path.isfile(os.path.join(model.path, ACTION_MAP)) or \
+            load_action_map(model.path).action_names != list(ds.action_names):
+        return "no counterfactual check: it drives the World with the game's actions through the run's action " \
+               "map (`wmfast train action-map` fits one)"
+    world = World(model, device=device, mode="compat", steps=steps, actions="game")
+    return counterfactual_check(world, ds, held, starts=starts, horizon=horizon, seed=seed, progress=progress)
 
 
 # -- pictures and text ---------------------------------------------------------------------------
@@ -316,6 +396,11 @@ def write_pictures(report: dict, out: str, action_map=None) -> dict:
         os.path.join(out, "controls.gif"))
     if "confusion" in report:
         files["confusion_png"] = plot_confusion(report, os.path.join(out, "confusion.png"))
+    if "counterfactual" in report:
+        from wmfast.eval.counterfactual import write_counterfactual_sheet
+
+        files["counterfactual_png"] = write_counterfactual_sheet(report["counterfactual"],
+                                                                 os.path.join(out, "counterfactual.png"))
     return files
 
 
@@ -464,8 +549,8 @@ def write_json(report: dict, path: str) -> str:
 
 
 def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, dict):   # `_`-keys hold tensors and frames, at any depth
+        return {str(k): _jsonable(v) for k, v in x.items() if not str(k).startswith("_")}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, torch.Tensor):
@@ -502,6 +587,17 @@ def format_table(report: dict) -> str:
                          + f"{report[f'psnr_{key}']:8.2f}")
     lines.append(f"controllability ΔtPSNR(t={report['controllability_t']}) {f(report['controllability_gap'])} dB "
                  f"(inferred {f(report['psnr_inferred_t'])} vs random {f(report['psnr_random_t'])})")
+    if "footage" in report:
+        lines.append("re-encoded footage (dB)".ljust(22) + "".join(f"{k:>10}" for k in (
+            "vs clean", "tokenizer", "drop", "teacher", "inferred", "game", "copy-last")))
+        for variant, row in report["footage"].items():
+            lines.append(variant.ljust(22) + "".join(f"{f(row.get(k)):>10}" for k in (
+                "psnr_vs_clean", "tokenizer_psnr", "tokenizer_drop_db", "psnr_teacher_forced", "psnr_autoregressive",
+                "psnr_game_actions", "psnr_copy_last_frame")))
+    if "counterfactual" in report:
+        from wmfast.eval.counterfactual import format_counterfactual
+
+        lines.append(format_counterfactual(report["counterfactual"]))
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

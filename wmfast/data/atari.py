@@ -152,6 +152,13 @@ def record_episode(ale, policy, frameskip: int, max_steps: int):
             np.stack(ram), bool(ale.game_over()))
 
 
+def observed_frame(frame, size) -> np.ndarray:
+    """An emulator frame [210, 160, 3] as a recording of `size` (its metadata's: an int or the native
+    [210, 160]) stores it."""
+    return frame if size is None or list(np.atleast_1d(size)) == list(NATIVE_SIZE) else \
+        resize_uint8(frame[None], int(size))[0]
+
+
 def emulator_at(ds, t: int):
     """A fresh emulator in the state of frame t of an Atari dataset recorded by wmfast (version 2): its
     episode's recorded actions replayed from reset. -> (ALEInterface, its minimal action set). Checks
@@ -169,9 +176,7 @@ def emulator_at(ds, t: int):
     frame = ale.getScreenRGB()
     for i in range(start, t):
         _, frame = ale_step(ale, acts[int(ds.actions[i])], int(meta["frameskip"]))
-    size = meta.get("size")
-    shown = frame if size == list(NATIVE_SIZE) else resize_uint8(frame[None], int(size))[0]
-    if not np.array_equal(shown, ds.frames[t]):
+    if not np.array_equal(observed_frame(frame, meta.get("size")), ds.frames[t]):
         raise WmfastError(f"{ds.source}: replaying the episode's actions did not reproduce frame {t}")
     return ale, acts
 

@@ -27,9 +27,10 @@ class ClipSampler:
     """
 
     def __init__(self, ds, clip_len: int, stride: int = 1, frame_size: int = 64, episodes=None, seed: int = 0,
-                 labelled=None):
+                 labelled=None, augment=(), augment_prob: float = 0.0):
         """labelled: bool [N] over the stored frames, the transitions whose true action training may use
-        (labelled_frames; None: none)."""
+        (labelled_frames; None: none). augment: footage re-encodings (wmfast.data.footage) that
+        batch_at applies to a share augment_prob of its clips, one drawn per clip, at the stored size."""
         if clip_len < 1 or stride < 1:
             raise WmfastError(f"clip_len and stride must be >= 1, got {clip_len} and {stride}")
         if frame_size is None:
@@ -57,6 +58,9 @@ class ClipSampler:
         self.rng = np.random.default_rng(seed)
         self.labelled = None if labelled is None else np.asarray(labelled, bool)
         self.labelled_starts = None if labelled is None else self._labelled_clip_starts()
+        from wmfast.data.footage import AUGMENTATIONS, check_variants
+
+        self.augment, self.augment_prob = check_variants(augment, AUGMENTATIONS), float(augment_prob)
 
     def __len__(self) -> int:
         """Number of distinct clips (clip starts) the sampler draws from."""
@@ -78,7 +82,7 @@ class ClipSampler:
         if not 0 <= rank < world_size:
             raise WmfastError(f"rank {rank} out of range [0, {world_size})")
         starts, clip_ids = self._batch_starts(step, batch_size, rank, world_size)
-        frames, actions = self.clips_at(starts)
+        frames, actions = self.clips_at(starts, augment=(step, clip_ids) if self.augment else None)
         return frames, actions, torch.from_numpy(clip_ids)
 
     def labels_at(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
@@ -144,12 +148,28 @@ class ClipSampler:
                               f"{self.stride} starts at {start}")
         return self.clips_at(np.array([s + start]), length)
 
-    def clips_at(self, starts: np.ndarray, length: int = None):
-        """Clips starting at absolute frame indices `starts` [B] -> (frames, actions)."""
+    def clips_at(self, starts: np.ndarray, length: int = None, augment=None):
+        """Clips starting at absolute frame indices `starts` [B] -> (frames, actions). augment:
+        (step, clip ids [B]) keys the re-encoding of training clips."""
         length = self.clip_len if length is None else length
         idx = starts[:, None] + self.stride * np.arange(length)[None, :]  # [B, T] stored frame indices
-        frames = to_model_frames(self._read_frames(idx), self.frame_size)  # [B, T, 3, S, S]
+        stored = self._read_frames(idx)
+        if augment is not None:
+            stored = self._reencoded(stored, *augment)
+        frames = to_model_frames(stored, self.frame_size)                 # [B, T, 3, S, S]
         return frames, torch.from_numpy(self._actions(idx))
+
+    def _reencoded(self, clips: np.ndarray, step: int, clip_ids) -> np.ndarray:
+        """Each clip, with probability augment_prob, as one of the augment variants (keyed by seed,
+        step and the clip's place in the global batch: the same on any process and after resume)."""
+        from wmfast.data.footage import reencode
+
+        clips = np.array(clips)
+        for j, c in enumerate(clip_ids):
+            rng = _stream(_AUGMENT, self.seed, step, c)
+            if rng.random() < self.augment_prob:
+                clips[j:j + 1] = reencode(clips[j:j + 1], self.augment[rng.integers(len(self.augment))], rng)
+        return clips
 
     def _read_frames(self, idx: np.ndarray) -> np.ndarray:
         frames = self.ds.frames
@@ -187,7 +207,7 @@ def labelled_frames(ds, fraction: float, seed: int, episodes=None) -> np.ndarray
 
 # Separate streams per purpose (numpy seed lists that differ by trailing zeros collide, so
 # every stream starts with its own tag and has a fixed key length).
-_CLIPS, _PER_CLIP, _PER_BATCH, _LABELS = 0, 1, 2, 3
+_CLIPS, _PER_CLIP, _PER_BATCH, _LABELS, _AUGMENT = 0, 1, 2, 3, 4
 
 
 def _stream(tag: int, *key: int) -> np.random.Generator:

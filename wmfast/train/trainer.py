@@ -31,6 +31,9 @@ from wmfast.train.presets import PRESETS, preset_training, preset_values
 TRAIN_STATE, TRAIN_CONFIG, METRICS = "train_state.pt", "train_config.json", "metrics.jsonl"
 
 
+SHARE = Range(0, 1)
+
+
 @dataclass
 class TrainConfig(Config):
     steps: int = 2000
@@ -53,9 +56,15 @@ class TrainConfig(Config):
     val_fraction: float = 0.1
     preset: str = "small"       # model size preset (wmfast.train.PRESETS)
     progress: bool = True
+    # Footage re-encodings (wmfast.data.footage.AUGMENTATIONS, comma-separated) applied to a share
+    # augment_prob of the training clips, so a model holds up on footage made other ways. "": none.
+    augment: str = ""
+    augment_prob: float = field(default=0.5, metadata={"rule": SHARE})
 
+    def check(self):
+        from wmfast.data.footage import AUGMENTATIONS, check_variants
 
-SHARE = Range(0, 1)
+        check_variants(self.augment, AUGMENTATIONS)
 
 
 @dataclass
@@ -298,7 +307,7 @@ class WorldModelStage(Stage):
 
 # TrainConfig fields that shape a run's result: --resume refuses to change them without force.
 RESUME_FIELDS = ("preset", "steps", "lr", "warmup_steps", "batch_size", "clip_len", "stride", "seed",
-                 "weight_decay", "grad_clip", "val_fraction")
+                 "weight_decay", "grad_clip", "val_fraction", "augment", "augment_prob")
 EARLIER = {"tokenizer": (), "actions": ("tokenizer",), "dynamics": ("actions", "tokenizer")}
 
 
@@ -438,7 +447,8 @@ def train_stage(stage: str, run_dir: str, data=None, train: TrainConfig = None, 
         labelled = labelled_frames(ds, train.label_fraction, train.seed, train_eps)
     clip_frames = train.clip_len + (stage == "dynamics")
     sampler = ClipSampler(ds, clip_len=clip_frames, stride=train.stride, frame_size=cfg.frame_size,
-                          episodes=train_eps, seed=train.seed, labelled=labelled)
+                          episodes=train_eps, seed=train.seed, labelled=labelled, augment=train.augment,
+                          augment_prob=train.augment_prob)
 
     net = STAGES[stage][0](cfg).to(device)
     module = distributed.wrap(_StageModule(net, StageStep(stage, run_dir, device)), device)   # DDP when distributed
