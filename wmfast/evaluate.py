@@ -26,9 +26,9 @@ engine in compat mode at temperature 0):
   - Genie's controllability ΔtPSNR at t=4: PSNR(inferred actions) - PSNR(random actions);
   - a controls sheet (PNG + GIF): one held-out context, each latent action repeated for `horizon`
     frames, one row per latent action, labelled with its game action when the map exists.
-Atari recordings (wmfast.data.atari) with the run's saved action map also get the counterfactual
-check (wmfast.eval.counterfactual): from held-out emulator states each move is held in the real
-game and in the World, scored by paddle direction, ball and PSNR beside copy-last-frame, drawn as
+Atari recordings (wmfast.data.atari), for a run with an action map of the game's actions, also get
+the counterfactual check (wmfast.eval.counterfactual): from held-out emulator states each move is
+held in the real game and in the World, scored by paddle direction, ball and PSNR beside copy-last-frame, drawn as
 counterfactual.png (one row per move: game | World).
 """
 import math
@@ -234,7 +234,7 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
     rollout.gif). json_path: the report as JSON. The game-action rollout plays the run's saved action
     map (RUN/action_map.json, `wmfast train action-map`) when it was fitted on this data, else the
     held-out table. counterfactual_starts: held-out emulator states of the counterfactual check
-    (Atari recordings with a saved action map; 0 skips it). footage: wmfast.data.footage variants to
+    (Atari recordings, runs with an action map of the game's actions; 0 skips it). footage: wmfast.data.footage variants to
     score the held-out clips re-encoded as (e.g. ("jpeg40", "h264", "shift1")).
     Returns the report (numbers, lists and file paths; `_`-keys hold tensors for callers)."""
     import wmfast
@@ -301,7 +301,7 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
         report.pop("note_game_actions", None)
     if footage:
         report["footage"] = footage_robustness(model, frames, true_actions if has_actions else None, footage, horizon,
-                                               steps, seed=seed, window=window, action_map=action_map,
+                                               steps, wm, seed=seed, window=window, action_map=action_map,
                                                game_world=map_saved, progress=progress)
     report["_controls"] = controls_rollout(model, frames[:1, :C], horizon, steps, progress)         # [K, H, 3, S, S]
     if counterfactual_starts:
@@ -319,11 +319,12 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
 
 
 @torch.no_grad()
-def footage_robustness(model, frames, true_actions, variants, horizon: int, steps: int, seed: int = 0,
+def footage_robustness(model, frames, true_actions, variants, horizon: int, steps: int, clean: dict, seed: int = 0,
                        window: int = None, action_map=None, game_world: bool = False, progress: bool = False) -> dict:
     """The held-out clips frames [N, T, 3, S, S] re-encoded as users' footage (wmfast.data.footage) ->
     per variant: how far the re-encoding moved the frames (PSNR against the clean clips) and the
-    world-model figures on the re-encoded clips (tokenizer, rollouts, copy-last-frame) beside the clean ones."""
+    world-model figures on the re-encoded clips (tokenizer, rollouts, copy-last-frame) beside the clean
+    ones (clean: evaluate_world_model's report on `frames`, computed once by the caller)."""
     from wmfast.data.footage import check_variants, reencode
     from wmfast.data.frames import to_model_frames
     from wmfast.rollout.world import frames_to_uint8
@@ -334,13 +335,12 @@ def footage_robustness(model, frames, true_actions, variants, horizon: int, step
     S = frames.shape[-1]
     out = {}
     for i, variant in enumerate(["clean"] + check_variants(variants)):
-        if variant == "clean":
-            x = frames
-        else:
+        moved, wm = None, clean
+        if variant != "clean":
             x = to_model_frames(reencode(clean_u8, variant, np.random.default_rng([seed, i])), S).to(frames.device)
-        wm = evaluate_world_model(model, x, true_actions, horizon, steps, seed=seed, window=window,
-                                  action_map=action_map, game_world=game_world, progress=progress)
-        moved = None if variant == "clean" else psnr_from_mse(float(((x - frames) ** 2).mean()))
+            wm = evaluate_world_model(model, x, true_actions, horizon, steps, seed=seed, window=window,
+                                      action_map=action_map, game_world=game_world, progress=progress)
+            moved = psnr_from_mse(float(((x - frames) ** 2).mean()))
         out[variant] = {"psnr_vs_clean": moved,
                         **{k: wm[k] for k in keys if k in wm},
                         "psnr_autoregressive_per_step": wm["psnr_autoregressive_per_step"],

@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 
+from wmfast.data.footage import AUGMENTATIONS, check_variants, reencode
 from wmfast.data.frames import check_size, to_model_frames
 from wmfast.errors import WmfastError
 
@@ -58,8 +59,6 @@ class ClipSampler:
         self.rng = np.random.default_rng(seed)
         self.labelled = None if labelled is None else np.asarray(labelled, bool)
         self.labelled_starts = None if labelled is None else self._labelled_clip_starts()
-        from wmfast.data.footage import AUGMENTATIONS, check_variants
-
         self.augment, self.augment_prob = check_variants(augment, AUGMENTATIONS), float(augment_prob)
 
     def __len__(self) -> int:
@@ -162,8 +161,6 @@ class ClipSampler:
     def _reencoded(self, clips: np.ndarray, step: int, clip_ids) -> np.ndarray:
         """Each clip, with probability augment_prob, as one of the augment variants (keyed by seed,
         step and the clip's place in the global batch: the same on any process and after resume)."""
-        from wmfast.data.footage import reencode
-
         clips = np.array(clips)
         for j, c in enumerate(clip_ids):
             rng = _stream(_AUGMENT, self.seed, step, c)

@@ -162,11 +162,12 @@ def counterfactual_check(world, ds, episodes, starts: int = 16, horizon: int = 8
     """The check on `starts` frames of `episodes` (ids into ds.episodes) of an Atari recording.
 
     world: anything with the World protocol driven by game action ids (reset(frames [B, C, 3, S, S]),
-    step(ids [B]) -> frames [B, 3, S, S], attributes C and frame_size), e.g. World(model, actions="game"). Returns the report; `_game`, `_world` and `_start` hold the frames
-    (uint8 [starts, classes, horizon, S, S, 3] and [starts, S, S, 3]) for pictures."""
-    from wmfast.data.atari import emulator_at
+    step(ids [B]) -> frames [B, 3, S, S], attributes C and frame_size), e.g. World(model, actions="game").
+    Returns the report; `_game`, `_world` and `_start` hold the frames (uint8 [starts, classes,
+    horizon, S, S, 3] and [starts, S, S, 3]) for pictures."""
     from tqdm import tqdm
 
+    from wmfast.data.atari import emulator_at
     from wmfast.data.frames import to_model_frames
     from wmfast.eval.atari_objects import game_spec
     from wmfast.rollout.world import frames_to_uint8
