@@ -27,7 +27,7 @@ def train_world_model(run_dir: str, data: str, scale: float = 1.0, progress: boo
 
     results = {}
     os.makedirs(run_dir, exist_ok=True)
-    recipe = demo_recipe(scale)
+    recipe = demo_recipe(scale, data)
     save_json({"data": data, "scale": scale,
                "stages": {s: {"train": t.to_dict(), "model": m} for s, (t, m) in recipe.items()}},
               os.path.join(run_dir, "recipe.json"))
@@ -70,12 +70,12 @@ def run_demo(out_dir: str = "demo", data: str = None, train: bool = False, scale
     rollout.gif, controls.png/.gif, psnr.png, confusion.png and metrics.json into out_dir. scale (< 1)
     shortens the training and the action map's fit alike."""
     from wmfast.evaluate import evaluate_run, format_table, write_json
-    from wmfast.train import pretrained_run
+    from wmfast.train.recipes import pretrained_name, pretrained_run
 
     t_start = time.perf_counter()
     data = data or default_data()
     check_demo_inputs(data, scale, episodes, horizon, steps, seed)   # before anything is written
-    name = data.split(":", 1)[1] if data.startswith("game:") else None
+    name = pretrained_name(data)
     run = None if train else pretrained_run(name) if name else None
     training = None
     if run is None:

@@ -98,14 +98,17 @@ def action_metrics(true_actions, codes, changed, num_game_actions: int, num_code
 
 
 def saved_action_map(run, spec, ds):
-    """The run's action map (with its frame-conditioned model) when it was fitted on this data, else None."""
+    """The run's action map (with its frame-conditioned model) when it was fitted on this data or on
+    other footage of the same game actions (the same action names: new episodes of the game the run
+    plays), else None."""
     from wmfast.checkpoint import load_action_map
     from wmfast.models.action_map import ACTION_MAP
 
     if run is None or ds.actions is None or not os.path.isfile(os.path.join(run, ACTION_MAP)):
         return None
     saved = load_action_map(run)
-    fits = saved.frame_map is not None and saved.data == os.fspath(spec) and saved.num_game_actions == ds.n_actions
+    same_actions = saved.data == os.fspath(spec) or list(saved.action_names) == list(ds.action_names)
+    fits = saved.frame_map is not None and saved.num_game_actions == ds.n_actions and same_actions
     return saved if fits else None
 
 
@@ -288,7 +291,7 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
         report["action_map"]["saved"] = saved_map_agreement(saved_map, every)
         report["notes"].append("game actions through the run's saved action map (World(actions=\"game\"))")
     elif action_map is not None:
-        report["notes"].append(f"no action map for this data in the run: the game-action rollout uses the held-out "
+        report["notes"].append(f"no action map for these game actions in the run: the game-action rollout uses the held-out "
                                f"table (`wmfast train action-map --run {path_for_report(run) or 'RUN'}` fits one)")
 
     # the world model on held-out clips

@@ -123,3 +123,12 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(WmfastError, match="unknown Atari game"):
         load_dataset("atari:NotAGame")
     assert not out.exists()
+
+
+def test_direction_keys_play_what_moves_the_paddle_that_way():
+    from wmfast.data.atari import key_actions
+
+    pong = ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
+    assert key_actions(pong, "pong") == {"UP": 2, "DOWN": 3, "FIRE": 1}      # ALE's Pong: RIGHT moves up
+    assert key_actions(["NOOP", "FIRE", "RIGHT", "LEFT"], "breakout") == {"RIGHT": 2, "LEFT": 3, "FIRE": 1}
+    assert key_actions(["noop", "up", "down", "left", "right"]) == {"UP": 1, "DOWN": 2, "LEFT": 3, "RIGHT": 4}

@@ -171,3 +171,95 @@ def test_eval_long_play_cli_one_line_errors(maze_run, argv, message, capsys):
     assert main(["eval", "--run", str(maze_run), "--long-play", "2", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+class AtariReplayWorld:
+    """A stub World that shows the emulator itself (its own copies of the harness's games), and can
+    shift one game's frame 3 px along its paddle's axis from frame `break_at` on."""
+
+    def __init__(self, game, games, seed, frame_size=32, break_at=None, broken=0):
+        from wmfast.eval.long_play import make_games
+
+        self.games = make_games(game, games, seed, 32, 4)
+        self.axis = -2 if game == "atari:pong" else -1
+        self.C, self.frame_size, self.break_at, self.broken, self.t = 4, frame_size, break_at, broken, 0
+
+    def reset(self, frames):
+        for g in self.games:            # the harness plays C-1 policy steps before handing the frames over
+            for _ in range(self.C - 1):
+                g.step(g.policy())
+        self.t = 0
+        return self
+
+    def step(self, ids):
+        self.t += 1
+        for g, a in zip(self.games, ids.tolist()):
+            g.step(a)
+        frames = to_model_frames(np.stack([g.render() for g in self.games]), self.frame_size)
+        if self.break_at is not None and self.t >= self.break_at:
+            frames[self.broken] = torch.roll(frames[self.broken], 3, dims=self.axis)
+        return frames
+
+
+@pytest.mark.parametrize("game", ["atari:pong", "atari:breakout"])
+def test_a_world_that_replays_the_emulator_scores_everything_and_beats_copy_last(game):
+    pytest.importorskip("ale_py")
+    world = AtariReplayWorld(game, 2, seed=3)
+    r = long_play(world, game, games=2, steps=40, actions="random", seed=3, render_size=32)
+    assert r["share"]["correct"] == 1.0 and r["first_wrong"] == [None, None] and r["held_frames"] == [40, 40]
+    # The paddle moves under random actions; a held frame loses it.
+    assert r["copy_last_share"]["paddle_ok"] < 0.9
+
+
+def test_a_world_that_moves_the_atari_paddle_at_frame_k_reports_k():
+    pytest.importorskip("ale_py")
+    world = AtariReplayWorld("atari:pong", 3, seed=4, break_at=9, broken=2)
+    r = long_play(world, "atari:pong", games=3, steps=20, actions="policy", seed=4, render_size=32)
+    assert r["first_wrong"] == [None, None, 9] and r["held_frames"] == [20, 20, 8]
+    assert r["share"]["paddle_ok"] == pytest.approx(1 - 12 / 60)
+
+
+def test_atari_long_play_games_differ_and_start_in_play():
+    pytest.importorskip("ale_py")
+    from wmfast.eval.long_play import make_games
+
+    games = make_games("atari:pong", 3, 0, 32, 4)
+    frames = np.stack([g.render() for g in games])
+    assert frames.shape == (3, 32, 32, 3) and not np.array_equal(frames[0], frames[1])
+
+
+def test_shares_per_step_count_only_games_still_playing():
+    from wmfast.eval.long_play import shares_per_step
+
+    right = np.array([[True, False], [True, True], [False, True]])
+    playing = np.array([[True, True], [True, False], [False, False]])
+    assert shares_per_step(right, playing) == [0.5, 1.0, None]
+
+
+def test_eval_long_play_cli_plays_an_atari_run_against_the_emulator(tmp_path, capsys):
+    pytest.importorskip("ale_py")
+    from wmfast.checkpoint import save_action_map, save_model
+    from wmfast.config import save_json
+    from wmfast.data.atari import generate_atari_dataset
+    from wmfast.models.action_map import ActionMap
+    from wmfast.rollout.shapes import random_world_model
+    from wmfast.run_data import data_record
+
+    data = generate_atari_dataset("Pong", 1, size=32, seed=5, max_steps=20, out=tmp_path / "pong.h5", progress=False)
+    run = tmp_path / "run"
+    model = random_world_model(frame_size=32, patch_size=8, embed_dim=32, num_heads=4, hidden_dim=64, num_blocks=1,
+                               n_actions=8, temporal_tokenizer=False)
+    for stage, m in (("tokenizer", model.tokenizer), ("actions", model.lam), ("dynamics", model.dynamics)):
+        save_model(m, run / stage)
+        save_json(data_record(data), run / stage / "data.json")
+    names = ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
+    save_action_map(ActionMap(np.eye(6, 8, dtype=np.int64), names, data=data), run)
+    out = tmp_path / "lp"
+    assert main(["eval", "--run", str(run), "--long-play", "4", "--modes", "fast:1", "--games", "2",
+                 "--actions", "policy", "--out", str(out)]) == 0
+    assert "copy-last correct" in capsys.readouterr().out
+    report = json.loads((out / "long_play.json").read_text())
+    assert report["game"] == "atari:pong" and report["render_size"] == 32
+    row = report["rows"][0]
+    assert len(row["per_step"]["paddle_ok"]) == 4 and row["played_frames"] == [4, 4]
+    assert 0.0 <= row["copy_last_share"]["correct"] <= 1.0

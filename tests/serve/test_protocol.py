@@ -75,6 +75,10 @@ def test_welcome_lists_held_out_episodes_and_actions(server, tiny_run):
     assert models["tiny"]["episodes"] == ds.split(0.1, seed=0)[1]          # the evaluator's held-out split
     assert models["tiny"]["actions"] == GAME_ACTIONS and models["tiny"]["action_space"] == "game"
     assert models["latent"]["action_space"] == "latent" and len(models["latent"]["actions"]) == SIZES["n_actions"]
+    # The arrow keys play the actions of their names; a latent run binds none.
+    assert models["tiny"]["keys"] == {n.upper(): i for i, n in enumerate(GAME_ACTIONS)
+                                      if n.upper() in ("UP", "DOWN", "LEFT", "RIGHT", "FIRE")}
+    assert models["latent"]["keys"] == {}
 
 
 def test_concurrent_players_get_their_own_rollouts(server, tiny_run):

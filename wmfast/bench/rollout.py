@@ -81,7 +81,7 @@ def speed_rows(shape: str, batch: int, frames: int, reps: int = 5, model=None) -
 
 def quality_rows(run, data=None, episodes: int = 8, horizon: int = 8, seed: int = 0, long_play_size=LONG_PLAY) -> list:
     """Quality of each setting on held-out clips of `data` (default: the embedded default game), and its
-    long-play row when the run has an action map and was trained on an embedded game."""
+    long-play row when the run has an action map and was trained on an embedded game or Atari recording."""
     import wmfast
     from wmfast.data import DEFAULT_GAME, load_dataset
     from wmfast.eval.long_play import long_play, run_game
@@ -93,7 +93,7 @@ def quality_rows(run, data=None, episodes: int = 8, horizon: int = 8, seed: int 
                                      seed=seed)
     rows, videos, compat_tokens = [], {}, None
     try:
-        game, render_size = run_game(run)
+        game, render_size, frameskip = run_game(run)
         has_map = os.path.isfile(os.path.join(run, "action_map.json"))
     except WmfastError:
         game, has_map = None, False
@@ -129,7 +129,7 @@ def quality_rows(run, data=None, episodes: int = 8, horizon: int = 8, seed: int 
         })
         if game and has_map:
             lp = long_play(World(model, device="cpu", actions="game", **kwargs), game, actions="random", seed=seed + 1,
-                           render_size=render_size, **long_play_size)
+                           render_size=render_size, frameskip=frameskip or 4, **long_play_size)
             rows[-1].update(long_play_correct=lp["share"]["correct"], long_play_first_wrong=lp["first_wrong"],
                             long_play_frames=lp["steps"], long_play_games=lp["games"])
         videos[name] = torch.cat([m["_context"][0], m["_rollout"][0]])            # [C+H, 3, S, S]

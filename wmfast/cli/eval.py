@@ -69,8 +69,8 @@ def add_commands(sub):
     moved = "the evaluator only reads a run; `wmfast train action-map --run RUN --steps N` fits RUN/action_map.json"
     retired_option(p, "--no-map", moved, takes_value=False)
     retired_option(p, "--map-steps", moved)
-    g = p.add_argument_group("long play (--long-play): the World against the real embedded game replaying its "
-                             "actions; writes OUT/long_play.json, .png and .gif")
+    g = p.add_argument_group("long play (--long-play): the World against the real game (embedded, or the Atari "
+                             "emulator) replaying its actions; writes OUT/long_play.json, .png and .gif")
     g.add_argument("--long-play", type=positive_int, default=None, metavar="FRAMES",
                    help="run only the long-play harness, FRAMES generated frames per game (the issue's default: 500)")
     g.add_argument("--modes", type=checked_list(_check_modes, "modes"), default=None,

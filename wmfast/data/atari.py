@@ -58,6 +58,21 @@ def rom_id(game: str) -> str:
     raise WmfastError(f"unknown Atari game {game!r}{hint}")
 
 
+# Which ALE action a player's direction key means, where the name says otherwise: in ALE's Pong the
+# paddle moves vertically, RIGHT taking it up and LEFT down.
+DIRECTION_ACTIONS = {"pong": {"UP": "RIGHT", "DOWN": "LEFT"}}
+
+
+def key_actions(action_names, game: str = None) -> dict:
+    """Direction / fire key names (UP, DOWN, LEFT, RIGHT, FIRE) -> the id of the game action each
+    plays: the action of that name, or (Atari games whose names say otherwise) DIRECTION_ACTIONS'."""
+    ids = {str(n).upper(): i for i, n in enumerate(action_names)}
+    renamed = DIRECTION_ACTIONS.get(game, {})
+    if renamed:
+        return {key: ids[name] for key, name in {**renamed, "FIRE": "FIRE"}.items() if name in ids}
+    return {key: ids[key] for key in ("UP", "DOWN", "LEFT", "RIGHT", "FIRE") if key in ids}
+
+
 def default_policy(rom: str) -> str:
     return "random"
 

@@ -7,15 +7,22 @@ the real game, started from the same frames and given the same actions. At each 
 are read from both frames (not pixels compared), per game:
   - maze: the agent in the game's cell, exactly one agent, the walls and the coins as the game has them;
   - pong: the player's paddle within `tolerance` pixels (at 32 px; scaled with the frame size) of
-    the real one, exactly one ball, and the ball within 2 x tolerance of the real one.
+    the real one, exactly one ball, and the ball within 2 x tolerance of the real one;
+  - atari:pong, atari:breakout (a run trained on `wmfast data atari` footage): the emulator itself is
+    the real game (ale-py, the recording's frameskip, frame size and max of the last two emulator
+    frames); the player's paddle within `tolerance` pixels of the emulator's, and the ball shown
+    where the emulator shows one (within 2 x tolerance) and nowhere else, both read with
+    wmfast.eval.atari_objects (checked against the console RAM). An Atari game that ends (Breakout
+    loses its last life) is scored up to its last frame.
 A game's first wrong frame is the first generated frame (1-based) where its agent (maze) or paddle
-and ball (pong) are wrong; once wrong a World rarely comes back, so the share of right frames
-and the first wrong frames say how long play holds.
+and ball (pong, Atari) are wrong; once wrong a World rarely comes back, so the share of right frames
+and the first wrong frames say how long play holds. Beside each share stands copy-last-frame's
+(the last context frame held): what a World that ignores the actions would score.
 
 Action streams: "random" (uniform game actions, each held for 1-7 steps: a player who stops,
 presses into walls and turns) and "policy" (the game's own scripted data policy, which the World
-was trained on). Game seeds come from (seed, game, a tag of this harness), so they never replay
-the episodes a dataset of the same seed holds.
+was trained on; Atari: the recorder's, every action drawn anew). Game seeds come from (seed, game,
+a tag of this harness), so they never replay the episodes a dataset of the same seed holds.
 
 The World protocol used here is the public one: reset(frames [B, C, 3, S, S]), step(game action
 ids [B]) -> frames [B, 3, S, S], and attributes C (context frames) and frame_size.
@@ -28,11 +35,13 @@ import torch
 from wmfast.data.frames import to_model_frames
 from wmfast.data.games import Maze, Pong, make_game
 from wmfast.errors import WmfastError
+from wmfast.eval.atari_objects import GAMES as ATARI_GAMES
 
 ACTION_STREAMS = ("random", "policy")
 HOLD_STEPS = (1, 7)          # random stream: each action held for this many steps (inclusive)
 PONG_TOLERANCE = 1.0         # pixels at 32 px
 SEED_TAG = 0x10F6            # keeps long-play games apart from dataset episodes of the same seed
+ATARI_WARMUP = (30, 90)      # Atari games start after this many recorder steps from reset (drawn per game)
 
 
 # -- reading objects from frames ------------------------------------------------------------------
@@ -176,10 +185,50 @@ def connected_blobs(mask: np.ndarray) -> list:
     return blobs
 
 
+class AtariReader:
+    """The player's paddle and the ball of an Atari frame (wmfast.eval.atari_objects), read from the
+    World's frames and the emulator's (both at the World's frame size)."""
+
+    def __init__(self, game: str, frame_size: int):
+        self.game, self.scale = game, frame_size / 32
+
+    def objects(self, frames) -> dict:
+        from wmfast.eval.atari_objects import detect_objects
+
+        u8 = np.round(to_255(frames)).astype(np.uint8).transpose(0, 2, 3, 1)           # [N, S, S, 3]
+        return detect_objects(u8, self.game)
+
+    def score(self, frames, real_frames, tolerance: float = PONG_TOLERANCE) -> dict:
+        """Per game (bool [N]): the paddle within tolerance of the emulator's (or absent in both), the
+        ball where the emulator shows one and within 2 x tolerance of it, or absent in both."""
+        model, real = self.objects(frames), self.objects(real_frames)
+        tol = tolerance * self.scale
+        paddle_err = np.abs(model["paddle"] - real["paddle"])
+        neither = np.isnan(model["paddle"]) & np.isnan(real["paddle"])
+        paddle_ok = (np.nan_to_num(paddle_err, nan=np.inf) <= tol) | neither
+        ball_err = np.linalg.norm(model["ball_xy"] - real["ball_xy"], axis=1)
+        same_presence = model["balls"] == real["balls"]
+        ball_ok = same_presence & (~real["balls"] | (np.nan_to_num(ball_err, nan=np.inf) <= 2 * tol))
+        return {"paddle_ok": paddle_ok, "ball_presence_ok": same_presence, "ball_ok": ball_ok,
+                "real_ball": real["balls"], "correct": paddle_ok & ball_ok,
+                "paddle_error_px": paddle_err, "ball_error_px": ball_err}
+
+
+def atari_name(game: str):
+    """'atari:pong' -> 'pong'; anything else -> None."""
+    kind, _, name = game.partition(":")
+    return name if kind == "atari" and name in ATARI_GAMES else None
+
+
+def make_reader(game: str, frame_size: int, render_size):
+    return AtariReader(atari_name(game), frame_size) if atari_name(game) else READERS[game](frame_size, render_size)
+
+
 READERS = {"maze": MazeReader, "pong": PongReader}
 # The check whose failure ends a game's "held" run, and the per-step checks reported as shares.
 CHECKS = {"maze": ("agent_in_cell", "one_agent", "walls_unchanged", "coins_match"),
-          "pong": ("paddle_ok", "one_ball", "ball_ok", "real_one_ball")}
+          "pong": ("paddle_ok", "one_ball", "ball_ok", "real_one_ball"),
+          **{f"atari:{g}": ("paddle_ok", "ball_presence_ok", "ball_ok", "real_ball") for g in ATARI_GAMES}}
 
 
 # -- the replay -------------------------------------------------------------------------------------
@@ -207,9 +256,57 @@ def policy_actions(games) -> np.ndarray:
     return np.array([g.policy() for g in games])
 
 
-def start_games(name: str, games: int, context: int, seed: int, render_size: int, frame_size: int):
+class AtariGame:
+    """An ALE emulator behind the embedded games' interface (step, render, policy, n_actions, over):
+    one step is the recording's (the action repeated `frameskip` emulator frames, the observed frame
+    the max of the last two), render the frame as the recording stores it (`size`: an int, or None
+    for the native screen), policy the recorder's (every action drawn anew). Starts from reset after
+    `warmup` policy steps. Once the game is over the emulator keeps its last frame."""
+
+    def __init__(self, rom: str, seed: int, size, frameskip: int = 4, warmup: int = 0):
+        from wmfast.data.atari import make_ale
+
+        self.ale = make_ale(rom, seed)
+        self.action_set = self.ale.getMinimalActionSet()
+        self.n_actions, self.size, self.frameskip = len(self.action_set), size, frameskip
+        self.rng = np.random.default_rng(seed)
+        self.ale.reset_game()
+        self.frame = self.ale.getScreenRGB()
+        for _ in range(warmup):
+            self.step(self.policy())
+
+    @property
+    def over(self) -> bool:
+        return bool(self.ale.game_over())
+
+    def step(self, action: int):
+        from wmfast.data.atari import ale_step
+
+        if not self.over:
+            self.frame = ale_step(self.ale, self.action_set[action], self.frameskip)[1]
+
+    def render(self, size=None) -> np.ndarray:
+        from wmfast.data.atari import observed_frame
+
+        return observed_frame(self.frame, self.size)
+
+    def policy(self) -> int:
+        return int(self.rng.integers(self.n_actions))
+
+
+def make_games(name: str, games: int, seed: int, render_size, frameskip: int) -> list:
+    """`games` fresh games of the harness's seeds (Atari: each after its own warm-up)."""
+    rom = atari_name(name)
+    if rom is None:
+        return [make_game(name, game_seed(seed, g)) for g in range(games)]
+    warmups = np.random.default_rng(np.random.SeedSequence([seed, SEED_TAG, 2])).integers(
+        ATARI_WARMUP[0], ATARI_WARMUP[1] + 1, games)
+    return [AtariGame(rom, game_seed(seed, g), render_size, frameskip, int(w)) for g, w in enumerate(warmups)]
+
+
+def start_games(name: str, games: int, context: int, seed: int, render_size, frame_size: int, frameskip: int = 4):
     """`games` fresh games, each played C-1 steps by its own policy -> (games, context frames [G, C, 3, S, S])."""
-    played = [make_game(name, game_seed(seed, g)) for g in range(games)]
+    played = make_games(name, games, seed, render_size, frameskip)
     frames = []
     for g in played:
         clip = [g.render(render_size)]
@@ -221,26 +318,32 @@ def start_games(name: str, games: int, context: int, seed: int, render_size: int
 
 
 def long_play(world, game: str, games: int = 8, steps: int = 500, actions: str = "random", seed: int = 1,
-              render_size: int = 64, keep_video: int = None, progress: bool = False) -> dict:
+              render_size=64, keep_video: int = None, progress: bool = False, frameskip: int = 4) -> dict:
     """Drive `world` with game actions for `steps` frames from `games` real starts while the real games
     replay the same actions; read the objects of both at every step.
 
+    game: an embedded game ("maze", "pong") or "atari:pong" / "atari:breakout" (render_size and
+    frameskip: the recording's frame size and frameskip).
     Returns {"game", "games", "steps", "actions", "per_step": {check: share of games right at each
-    step [steps]}, "share": {check: share of all frames}, "first_wrong": [first wrong frame or None per
-    game], "held_frames": frames before the first wrong one, "ms_per_frame", "video": real | model frames
-    of game keep_video (uint8 [steps, S, 2S+2, 3]) when asked}."""
-    if game not in READERS:
-        raise WmfastError(f"long play knows the embedded games {sorted(READERS)}, got {game!r}")
+    step [steps]}, "share": {check: share of all frames}, "copy_last_share": the same for the last
+    context frame held, "first_wrong": [first wrong frame or None per game], "held_frames": frames
+    before the first wrong one, "played_frames": frames before each game ended (Atari), "ms_per_frame",
+    "video": real | model frames of game keep_video (uint8 [steps, S, 2S+2, 3]) when asked}."""
+    if game not in CHECKS:
+        raise WmfastError(f"long play knows the games {sorted(CHECKS)}, got {game!r}")
     if actions not in ACTION_STREAMS:
         raise WmfastError(f"actions must be one of {ACTION_STREAMS}, got {actions!r}")
     if games < 1 or steps < 1:
         raise WmfastError(f"long play needs games >= 1 and steps >= 1, got {games} and {steps}")
     S = world.frame_size
-    reader = READERS[game](S, render_size)
-    played, context = start_games(game, games, world.C, seed, render_size, S)
+    reader = make_reader(game, S, render_size)
+    played, context = start_games(game, games, world.C, seed, render_size, S, frameskip)
     choose = HeldRandomActions(played[0].n_actions, games, seed) if actions == "random" else policy_actions
     world.reset(context)
+    held = context[:, -1]
     checks = {name: np.zeros((steps, games), bool) for name in CHECKS[game] + ("correct",)}
+    copy_last = {name: np.zeros((steps, games), bool) for name in checks}
+    playing = np.ones((steps, games), bool)     # False once an Atari game has ended
     errors = {}
     video = []
     bar = range(steps)
@@ -251,6 +354,7 @@ def long_play(world, game: str, games: int = 8, steps: int = 500, actions: str =
     elapsed = 0.0
     for t in bar:
         ids = choose(played)
+        playing[t] = [not getattr(g, "over", False) for g in played]
         for g, a in zip(played, ids):
             g.step(int(a))
         real = to_model_frames(np.stack([g.render(render_size) for g in played]), S)
@@ -258,21 +362,25 @@ def long_play(world, game: str, games: int = 8, steps: int = 500, actions: str =
         frame = world.step(torch.as_tensor(ids, dtype=torch.long))
         elapsed += time.perf_counter() - t0
         frame = frame.detach().float().cpu()
-        result = reader.score(frame, played) if game == "maze" else reader.score(frame, real)
+        truth = played if game == "maze" else real
+        result, baseline = reader.score(frame, truth), reader.score(held, truth)
         for name in checks:
-            checks[name][t] = result[name]
+            checks[name][t], copy_last[name][t] = result[name], baseline[name]
         for name in ("paddle_error_px", "ball_error_px"):
             if name in result:
                 errors.setdefault(name, []).append(result[name])
         if keep_video is not None:
             video.append((real[keep_video], frame[keep_video]))
-    correct = checks["correct"]
+    correct = checks["correct"] | ~playing          # frames after a game ended never count as wrong
     first_wrong = [int(np.argmin(correct[:, i])) + 1 if not correct[:, i].all() else None for i in range(games)]
+    played_frames = playing.sum(0)
     report = {"game": game, "games": games, "steps": steps, "actions": actions, "seed": seed,
-              "per_step": {k: v.mean(1).tolist() for k, v in checks.items()},
-              "share": {k: float(v.mean()) for k, v in checks.items()},
+              "per_step": {k: shares_per_step(v, playing) for k, v in checks.items()},
+              "share": {k: float(v[playing].mean()) for k, v in checks.items()},
+              "copy_last_share": {k: float(v[playing].mean()) for k, v in copy_last.items()},
               "first_wrong": first_wrong,
-              "held_frames": [steps if f is None else f - 1 for f in first_wrong],
+              "held_frames": [int(n) if f is None else f - 1 for f, n in zip(first_wrong, played_frames)],
+              "played_frames": played_frames.tolist(),
               "ms_per_frame": 1e3 * elapsed / steps}
     for name, values in errors.items():
         v = np.stack(values)
@@ -280,6 +388,13 @@ def long_play(world, game: str, games: int = 8, steps: int = 500, actions: str =
     if keep_video is not None:
         report["video"] = side_by_side_frames(video)
     return report
+
+
+def shares_per_step(right, playing) -> list:
+    """bool [steps, games] -> the share of the games still playing that are right, per step (None
+    where every game has ended)."""
+    n = playing.sum(1)
+    return [None if k == 0 else float(v) for k, v in zip(n, (right & playing).sum(1) / np.maximum(n, 1))]
 
 
 def side_by_side_frames(pairs) -> np.ndarray:
@@ -311,20 +426,23 @@ def parse_mode(spec: str) -> dict:
 
 
 def run_game(run) -> tuple:
-    """(embedded game name, size it was rendered at) of the data a run was trained on."""
+    """(game name for long_play, size its frames were rendered or recorded at, frameskip (Atari; else
+    None)) of the data a run was trained on."""
     from wmfast.data.load import load_dataset
     from wmfast.run_data import resolve_run_data
 
     spec = resolve_run_data(run, None)
-    if spec.startswith("game:"):
-        name = spec.split(":")[1]
-        if name in READERS:
-            return name, 64
-    else:
-        meta = load_dataset(spec, progress=False).meta
+    if spec.startswith("game:") and spec.split(":")[1] in READERS:
+        return spec.split(":")[1], 64, None
+    if not spec.startswith("game:"):
+        meta = load_dataset(spec, progress=False).meta or {}
         if meta.get("source") == "game" and meta.get("game") in READERS:
-            return meta["game"], int(meta.get("size", 64))
-    raise WmfastError(f"long play replays the embedded games {sorted(READERS)}; {run} was trained on {spec}")
+            return meta["game"], int(meta.get("size", 64)), None
+        if meta.get("source") == "atari" and meta.get("game") in ATARI_GAMES:
+            size = meta.get("size")
+            return f"atari:{meta['game']}", None if isinstance(size, list) else int(size), int(meta["frameskip"])
+    raise WmfastError(f"long play replays the embedded games {sorted(READERS)} and Atari "
+                      f"{'/'.join(ATARI_GAMES)} recordings; {run} was trained on {spec}")
 
 
 def long_play_run(run, modes=DEFAULT_MODES, backends=("eager",), streams=ACTION_STREAMS, games: int = 8,
@@ -338,7 +456,7 @@ def long_play_run(run, modes=DEFAULT_MODES, backends=("eager",), streams=ACTION_
     from wmfast.measure import machine_info
     from wmfast.rollout.world import World
 
-    game, render_size = run_game(run)
+    game, render_size, frameskip = run_game(run)
     settings = [parse_mode(m) for m in modes]
     model = load(run)
     rows, video = [], None
@@ -348,10 +466,11 @@ def long_play_run(run, modes=DEFAULT_MODES, backends=("eager",), streams=ACTION_
             for stream in streams:
                 first = video is None
                 r = long_play(world, game, games, steps, stream, seed, render_size, progress=progress,
-                              keep_video=None)
+                              keep_video=None, frameskip=frameskip or 4)
                 if first:   # the same games again for the picture, through the game that failed first
                     worst = min(range(games), key=lambda i: r["held_frames"][i])
-                    video = long_play(world, game, games, steps, stream, seed, render_size, keep_video=worst)["video"]
+                    video = long_play(world, game, games, steps, stream, seed, render_size, keep_video=worst,
+                                      frameskip=frameskip or 4)["video"]
                     r["video_game"] = worst
                 rows.append({"mode": spec, "backend": backend, "stream": world.stream, **r})
     report = {"run": os.path.basename(os.path.normpath(run)), "game": game, "render_size": render_size,
@@ -375,7 +494,7 @@ def plot_long_play(rows, path) -> str:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in rows:
-        ax.plot(np.arange(1, r["steps"] + 1), r["per_step"]["correct"],
+        ax.plot(np.arange(1, r["steps"] + 1), np.array(r["per_step"]["correct"], float),
                 label=f"{r['mode']} {r['backend']} ({r['actions']})")
     ax.set_xlabel("generated frame")
     ax.set_ylabel("share of games right")
@@ -391,10 +510,12 @@ def plot_long_play(rows, path) -> str:
 def format_long_play(report: dict) -> str:
     """A table: one row per (mode, backend, actions)."""
     main = CHECKS[report["game"]][:2]
-    head = ["mode", "backend", "actions", "correct"] + list(main) + ["first wrong frames", "ms/frame"]
+    head = ["mode", "backend", "actions", "correct"] + list(main) + ["copy-last correct", "first wrong frames",
+                                                                     "ms/frame"]
     lines = [" | ".join(head)]
     for r in report["rows"]:
         first = ", ".join("-" if f is None else str(f) for f in r["first_wrong"])
         lines.append(" | ".join([r["mode"], r["backend"], r["actions"], f"{100 * r['share']['correct']:.1f}%"]
-                                + [f"{100 * r['share'][k]:.1f}%" for k in main] + [first, f"{r['ms_per_frame']:.1f}"]))
+                                + [f"{100 * r['share'][k]:.1f}%" for k in main]
+                                + [f"{100 * r['copy_last_share']['correct']:.1f}%", first, f"{r['ms_per_frame']:.1f}"]))
     return "\n".join(lines)

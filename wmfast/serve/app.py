@@ -191,7 +191,8 @@ class Session:
         await self.ws.send_text(json.dumps({
             "type": "started", "session": self.id, "model": m.name, "mode": self.mode, "steps": self.steps,
             "frame_size": m.frame_size, "context_frames": int(frames.shape[0]), "action_space": m.action_space,
-            "actions": m.action_names, "idle_action": m.idle_action, "gif": f"/api/session/{self.id}.gif"}))
+            "actions": m.action_names, "idle_action": m.idle_action, "keys": m.keys,
+            "gif": f"/api/session/{self.id}.gif"}))
         await self.send_frame(last, 0, t0)
 
     async def on_step(self, data: dict):

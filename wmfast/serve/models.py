@@ -95,6 +95,17 @@ class ServedModel:
 
             self.dataset = load_dataset(self.data)
             _, self.episodes = self.dataset.split(val_fraction, seed=seed)
+        self.keys = self.direction_keys()
+
+    def direction_keys(self) -> dict:
+        """UP / DOWN / LEFT / RIGHT / FIRE -> the game action id the page binds to the arrow keys, W A S D
+        and space (none in the latent action space)."""
+        from wmfast.data.atari import key_actions
+
+        if self.action_space != "game":
+            return {}
+        meta = (self.dataset.meta or {}) if self.dataset is not None else {}
+        return key_actions(self.action_names, meta.get("game") if meta.get("source") == "atari" else None)
 
     @property
     def num_actions(self) -> int:
@@ -103,6 +114,7 @@ class ServedModel:
     def describe(self) -> dict:
         return {"name": self.name, "frame_size": self.frame_size, "context": self.context,
                 "action_space": self.action_space, "actions": self.action_names, "idle_action": self.idle_action,
+                "keys": self.keys,
                 "data": self.data, "episodes": self.episodes}
 
     def episode_frames(self, episode: int) -> np.ndarray:

@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("screen");
 const ctx = canvas.getContext("2d");
 
-// Keys -> game action names (used when the run has an action map).
+// Keys -> direction names; the server says which game action each direction plays (its "keys").
 const NAMED_KEYS = {
   ArrowUp: "UP", KeyW: "UP", ArrowDown: "DOWN", KeyS: "DOWN",
   ArrowLeft: "LEFT", KeyA: "LEFT", ArrowRight: "RIGHT", KeyD: "RIGHT", Space: "FIRE",
@@ -57,7 +57,7 @@ function showModel() {
 }
 
 // -- keys -------------------------------------------------------------------------------------
-function buildKeys(actions, space) {
+function buildKeys(actions, space, keys) {
   state.keyToAction = {};
   const list = $("keys");
   list.innerHTML = "";
@@ -68,11 +68,10 @@ function buildKeys(actions, space) {
     list.appendChild(li);
   };
   if (space === "game") {
-    const byName = Object.fromEntries(actions.map((n, i) => [n.toUpperCase(), i]));
     for (const [code, name] of Object.entries(NAMED_KEYS)) {
-      if (name in byName) state.keyToAction[code] = byName[name];
+      if (name in keys) state.keyToAction[code] = keys[name];
     }
-    for (const [name, label] of Object.entries(KEY_LABELS)) if (name in byName) add(label, byName[name]);
+    for (const [name, label] of Object.entries(KEY_LABELS)) if (name in keys) add(label, keys[name]);
   }
   // Number keys: the action ids themselves (raw latent codes when the run has no action map).
   actions.slice(0, 10).forEach((_, i) => {
@@ -151,7 +150,7 @@ function onJson(msg) {
     state.frames = 0; state.drawTimes = []; state.latencies = []; state.inFlight = false;
     updateStats();
     canvas.width = msg.frame_size; canvas.height = msg.frame_size;
-    buildKeys(msg.actions, msg.action_space);
+    buildKeys(msg.actions, msg.action_space, msg.keys || {});
     markHeld();
     $("gif").href = msg.gif;
     $("mode").value = msg.mode; $("steps").value = String(msg.steps);
