@@ -75,15 +75,18 @@ class ReplayWorld:
             g.step(a)
         frames = to_model_frames(np.stack([g.render(64) for g in self.games]), self.frame_size)
         if self.break_at is not None and self.t >= self.break_at:
-            g = self.games[self.broken]
-            if isinstance(g, Maze):
-                r, c = g.agent
-                cell = self.frame_size // Maze.GRID
-                frames[self.broken, :, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = \
-                    to_model_frames(np.array(Maze.FLOOR, np.uint8)[None, None], 1)[:, 0, 0][:, None, None]
-            else:
-                frames[self.broken] = torch.roll(frames[self.broken], 3, dims=1)
+            self.break_frame(frames)
         return frames
+
+    def break_frame(self, frames):
+        g = self.games[self.broken]
+        if isinstance(g, Maze):
+            r, c = g.agent
+            cell = self.frame_size // Maze.GRID
+            frames[self.broken, :, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = \
+                to_model_frames(np.array(Maze.FLOOR, np.uint8)[None, None], 1)[:, 0, 0][:, None, None]
+        else:
+            frames[self.broken] = torch.roll(frames[self.broken], 3, dims=1)
 
 
 def harness_seeds(games, seed):
@@ -173,9 +176,9 @@ def test_eval_long_play_cli_one_line_errors(maze_run, argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1
 
 
-class AtariReplayWorld:
-    """A stub World that shows the emulator itself (its own copies of the harness's games), and can
-    shift one game's frame 3 px along its paddle's axis from frame `break_at` on."""
+class AtariReplayWorld(ReplayWorld):
+    """ReplayWorld on the emulator itself (its own copies of the harness's games); a broken game's
+    frame is shifted 3 px along its paddle's axis."""
 
     def __init__(self, game, games, seed, frame_size=32, break_at=None, broken=0):
         from wmfast.eval.long_play import make_games
@@ -184,21 +187,8 @@ class AtariReplayWorld:
         self.axis = -2 if game == "atari:pong" else -1
         self.C, self.frame_size, self.break_at, self.broken, self.t = 4, frame_size, break_at, broken, 0
 
-    def reset(self, frames):
-        for g in self.games:            # the harness plays C-1 policy steps before handing the frames over
-            for _ in range(self.C - 1):
-                g.step(g.policy())
-        self.t = 0
-        return self
-
-    def step(self, ids):
-        self.t += 1
-        for g, a in zip(self.games, ids.tolist()):
-            g.step(a)
-        frames = to_model_frames(np.stack([g.render() for g in self.games]), self.frame_size)
-        if self.break_at is not None and self.t >= self.break_at:
-            frames[self.broken] = torch.roll(frames[self.broken], 3, dims=self.axis)
-        return frames
+    def break_frame(self, frames):
+        frames[self.broken] = torch.roll(frames[self.broken], 3, dims=self.axis)
 
 
 @pytest.mark.parametrize("game", ["atari:pong", "atari:breakout"])
