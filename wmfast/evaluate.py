@@ -291,8 +291,9 @@ def evaluate_run(run_or_model, data, episodes: int = DEFAULT_CLIPS, horizon: int
         report["action_map"]["saved"] = saved_map_agreement(saved_map, every)
         report["notes"].append("game actions through the run's saved action map (World(actions=\"game\"))")
     elif action_map is not None:
-        report["notes"].append(f"no action map for these game actions in the run: the game-action rollout uses the held-out "
-                               f"table (`wmfast train action-map --run {path_for_report(run) or 'RUN'}` fits one)")
+        fit = f"wmfast train action-map --run {path_for_report(run) or 'RUN'}"
+        report["notes"].append(f"no action map for these game actions in the run: the game-action rollout uses "
+                               f"the held-out table (`{fit}` fits one)")
 
     # the world model on held-out clips
     frames, true_actions = held_out_clips(ds, C + horizon, episodes, model.frame_size, seed=seed, episodes=held)

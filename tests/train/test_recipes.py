@@ -31,3 +31,10 @@ def test_an_atari_recording_on_disk_gets_the_atari_recipe(tmp_path):
                                         ("game:maze:50", None), ("atari:Pong:5", None), ("data/pong.h5", None)])
 def test_pretrained_names(spec, name):
     assert pretrained_name(spec) == name
+
+
+def test_atari_pong_ships_a_model_and_breakout_does_not():
+    from wmfast.train.recipes import pretrained_run
+
+    assert pretrained_run(pretrained_name("atari:Pong")).endswith("atari-pong")
+    assert pretrained_run(pretrained_name("atari:Breakout")) is None

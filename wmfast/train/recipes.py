@@ -1,9 +1,10 @@
-"""The recorded recipe that trains the demo's world model, and where the shipped one lives.
+"""The recorded recipes that train the demo's world models, and where the shipped ones live.
 
-`wmfast demo --train` runs exactly this. The model under wmfast/assets/pretrained/ was made by
-`wmfast demo --train --out <dir>` with this recipe and copied there (without train_state.pt); its
-action map was then refit (by the evaluator of that time; now `wmfast train action-map`) once the
-map's fitting balanced its (game action, frame changed) groups, which `demo --train` now does itself."""
+`wmfast demo --train` runs exactly these (DEMO_RECIPE; ATARI_RECIPE for Atari footage). The models
+under wmfast/assets/pretrained/ were made by `wmfast demo --train [--data atari:Pong] --out <dir>`
+and copied there (without train_state.pt). The maze model's action map was then refit (by the
+evaluator of that time; now `wmfast train action-map`) once the map's fitting balanced its (game
+action, frame changed) groups, which `demo --train` now does itself."""
 import os
 from dataclasses import replace
 
