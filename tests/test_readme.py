@@ -109,3 +109,38 @@ def test_table_commands_run_with_tiny_settings(tmp_path, monkeypatch, tiny_game_
     monkeypatch.setattr("sys.stdin", io.StringIO("01rq"))
     assert main(["play", "--run", "runs/pong", "--steps", "1"]) == 0
     assert "played 2 frames" in capsys.readouterr().out
+
+
+def footage_to_agent_commands() -> list:
+    section = README.split("**From footage to an agent in the real game**", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.startswith("wmfast ")]
+
+
+def tiny_settings(argv) -> list:
+    """Options appended to a command of the block (argparse keeps an option's last value)."""
+    if argv[0] == "data":
+        return ["--episodes", "4", "--episode-steps", "40", "--size", "32"]
+    if argv[:2] in (["train", "action-map"], ["train", "reward"]):
+        return ["--steps", "2"]
+    if argv[0] == "train":
+        return ["--preset", "tiny", "--steps", "2", "--batch-size", "2", "--warmup-steps", "1"]
+    return {"imagine": ["--iterations", "1", "--batch-size", "2", "--horizon", "2"],
+            "eval": ["--episodes", "1", "--episode-steps", "5"]}[argv[1]]
+
+
+def test_footage_to_agent_block_runs_in_order_with_tiny_settings(tmp_path, monkeypatch, capsys):
+    """The README's whole path, footage -> world model -> action map -> reward -> agent -> real game,
+    each command as written with tiny sizes appended; every stage leaves its files."""
+    monkeypatch.chdir(tmp_path)
+    commands = footage_to_agent_commands()
+    assert [c.split()[1:3] for c in commands][-2:] == [["policy", "imagine"], ["policy", "eval"]]
+    for cmd in commands:
+        argv = shlex.split(cmd)[1:]
+        code = main(argv + tiny_settings(argv))
+        assert code == 0, (cmd, capsys.readouterr().err[-2000:])
+        out = capsys.readouterr().out
+    for f in ("maze.h5", "runs/maze/dynamics/model.safetensors", "runs/maze/action_map.json",
+              "runs/maze/reward/model.safetensors", "runs/agent/model.safetensors"):
+        assert os.path.isfile(f), f
+    assert "coins_per_100" in out and "| random |" in out and "| scripted |" in out   # the real game, beside baselines
