@@ -194,9 +194,9 @@ class AtariReader:
 
     def objects(self, frames) -> dict:
         from wmfast.eval.atari_objects import detect_objects
+        from wmfast.rollout.world import frames_to_uint8
 
-        u8 = np.round(to_255(frames)).astype(np.uint8).transpose(0, 2, 3, 1)           # [N, S, S, 3]
-        return detect_objects(u8, self.game)
+        return detect_objects(frames_to_uint8(torch.as_tensor(frames).cpu()).numpy(), self.game)
 
     def score(self, frames, real_frames, tolerance: float = PONG_TOLERANCE) -> dict:
         """Per game (bool [N]): the paddle within tolerance of the emulator's (or absent in both), the
